@@ -1,1 +1,105 @@
-fn main() {}
+//! `ferroserve`: the command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ferroserve::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ferroserve",
+    version,
+    about = "A KServe- and Triton-compatible model server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve models: the iris example and `identity` unless a config file says otherwise.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML file listing the deployments to serve.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// HTTP port (overrides the config file).
+    #[arg(long, alias = "http_port")]
+    http_port: Option<u16>,
+    /// gRPC port (overrides the config file).
+    #[arg(long, alias = "grpc_port")]
+    grpc_port: Option<u16>,
+    /// Largest request body in bytes (overrides the config file).
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FERROSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default_example(),
+    };
+    if let Some(p) = args.http_port {
+        config.http_port = p;
+    }
+    if let Some(p) = args.grpc_port {
+        config.grpc_port = p;
+    }
+    if let Some(m) = args.max_request_bytes {
+        anyhow::ensure!(m > 0, "--max-request-bytes must be above 0");
+        config.max_request_bytes = m;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = ferroserve::server::bind(&config).await?;
+        ferroserve::server::run(config, listener, shutdown_signal()).await
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,90 @@
+//! Errors of models and of the runtime. The server maps [`InferError`] to status codes in one
+//! place; [`InferError::kind`] is the label used in metrics.
+
+use ferroserve_protocol::ProtocolError;
+
+/// An error raised by model code.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The request is not something this model can take (HTTP 400).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model cannot serve right now (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (HTTP 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ModelError {
+    /// An invalid-input error.
+    pub fn invalid_input(msg: impl Into<String>) -> Self {
+        Self::InvalidInput(msg.into())
+    }
+
+    /// An internal error.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into())
+    }
+}
+
+impl From<ProtocolError> for ModelError {
+    fn from(e: ProtocolError) -> Self {
+        Self::InvalidInput(e.to_string())
+    }
+}
+
+/// Why an inference (or a metadata/readiness query) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// No deployment has this name.
+    #[error("Model with name {0} does not exist.")]
+    ModelNotFound(String),
+    /// The deployment exists but has no ready model.
+    #[error("Model with name {name} is not ready.{}", detail.as_ref().map(|d| format!(" {d}")).unwrap_or_default())]
+    ModelNotReady {
+        /// Deployment name.
+        name: String,
+        /// Why, when known (e.g. the load error).
+        detail: Option<String>,
+    },
+    /// The request is malformed or does not fit the model.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model is temporarily unable to serve.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The model failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl InferError {
+    /// A short, stable name for metric labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InferError::ModelNotFound(_) => "model_not_found",
+            InferError::ModelNotReady { .. } => "model_not_ready",
+            InferError::InvalidInput(_) => "invalid_input",
+            InferError::Unavailable(_) => "unavailable",
+            InferError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<ProtocolError> for InferError {
+    fn from(e: ProtocolError) -> Self {
+        Self::InvalidInput(e.to_string())
+    }
+}
+
+impl From<ModelError> for InferError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::InvalidInput(m) => Self::InvalidInput(m),
+            ModelError::Unavailable(m) => Self::Unavailable(m),
+            ModelError::Internal(m) => Self::Internal(m),
+        }
+    }
+}

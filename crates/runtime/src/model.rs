@@ -1,0 +1,104 @@
+//! The contract between ferroserve and a model: [`Model`].
+
+use async_trait::async_trait;
+use ferroserve_protocol::v2::{InferRequest, InferResponse, TensorMetadata};
+
+use crate::ModelError;
+
+/// What a model receives: a V2 request, or the free-form JSON body of a V1 `:predict`
+/// (as `kserve.Model.predict` receives an `InferRequest` or a dict).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A V2 (Open Inference Protocol) request.
+    V2(InferRequest),
+    /// A V1 body, conventionally `{"instances": [...]}` or `{"inputs": ...}`.
+    V1(serde_json::Value),
+}
+
+/// What a model returns: a V2 response, or a V1 JSON body (conventionally
+/// `{"predictions": [...]}`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prediction {
+    /// A V2 response.
+    V2(InferResponse),
+    /// A V1 body.
+    V1(serde_json::Value),
+}
+
+/// Per-request context handed to every model handler.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Request headers (HTTP headers or gRPC metadata), names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestContext {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a model says about itself, for the metadata routes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInfo {
+    /// Framework or backend name, e.g. `"rust"`.
+    pub platform: String,
+    /// Input signatures.
+    pub inputs: Vec<TensorMetadata>,
+    /// Output signatures.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// A servable model: the Rust counterpart of `kserve.Model`.
+///
+/// The runtime calls [`load`](Model::load) once on a fresh instance before any request, then
+/// `preprocess` → `predict` → `postprocess` for each request, possibly concurrently from several
+/// tasks (hence `&self`). Errors map to protocol status codes: [`ModelError::InvalidInput`] is
+/// a 400, [`ModelError::Unavailable`] a 503, anything else a 500.
+#[async_trait]
+pub trait Model: Send + Sync + 'static {
+    /// Loads weights and whatever else the model needs. May be slow; runs before the model is
+    /// marked ready.
+    async fn load(&mut self) -> Result<(), ModelError> {
+        Ok(())
+    }
+
+    /// Inputs, outputs and platform, for `GET /v2/models/{name}`.
+    fn info(&self) -> ModelInfo {
+        ModelInfo::default()
+    }
+
+    /// Whether the loaded model can serve; checked by readiness probes.
+    async fn healthy(&self) -> bool {
+        true
+    }
+
+    /// Transforms the request before `predict`. The default passes it through.
+    async fn preprocess(
+        &self,
+        payload: Payload,
+        _ctx: &RequestContext,
+    ) -> Result<Payload, ModelError> {
+        Ok(payload)
+    }
+
+    /// Runs inference.
+    async fn predict(
+        &self,
+        payload: Payload,
+        ctx: &RequestContext,
+    ) -> Result<Prediction, ModelError>;
+
+    /// Transforms the result of `predict`. The default passes it through.
+    async fn postprocess(
+        &self,
+        prediction: Prediction,
+        _ctx: &RequestContext,
+    ) -> Result<Prediction, ModelError> {
+        Ok(prediction)
+    }
+}

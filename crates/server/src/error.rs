@@ -1,0 +1,73 @@
+//! The one place where errors become HTTP status codes and `{"error": ...}` bodies.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ferroserve_protocol::ProtocolError;
+use ferroserve_runtime::InferError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// From the runtime.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// The request could not be decoded.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Something about the HTTP request itself (headers, route) is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// No such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists for other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The feature is not there.
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+impl ApiError {
+    /// The status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Infer(e) => match e {
+                InferError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+                InferError::ModelNotReady { .. } | InferError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+                InferError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Protocol(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,296 @@
+//! The REST routes of KServe's V1 and V2 protocols.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferroserve_protocol::binary::{self, HEADER_CONTENT_LENGTH};
+use ferroserve_protocol::v2::ServerMetadata;
+use ferroserve_runtime::{InferError, Payload, Prediction, RequestContext};
+use prometheus_client::encoding::text::encode;
+use serde_json::json;
+
+use crate::body::{self, Chunks};
+use crate::{ApiError, AppState};
+
+/// Protocol extensions this server implements, as listed in server metadata.
+const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(v1_models))
+        .route("/v1/models/{name}", get(v1_model).post(v1_verb))
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models", get(v2_models))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}", get(versioned))
+        .route("/v2/models/{name}/versions/{version}/ready", get(versioned))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(versioned),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn root() -> Json<serde_json::Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "live": true }))
+}
+
+/// Ready only when every model is ready (KServe always says ready).
+async fn ready(State(s): State<AppState>) -> Response {
+    let ready = s.handle.server_ready().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "ferroserve".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+    })
+}
+
+async fn v2_models(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "models": s.handle.model_names() }))
+}
+
+async fn v1_models(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "models": s.handle.model_names() }))
+}
+
+/// `{"name", "ready": true}`, 404 when unknown, 503 when not ready.
+async fn readiness(s: &AppState, name: &str) -> Result<Response, ApiError> {
+    if s.handle.model_ready(name).await? {
+        Ok(Json(json!({ "name": name, "ready": true })).into_response())
+    } else {
+        // Says why (e.g. the load error) through the runtime's not-ready error.
+        let detail = match s.handle.status(name)? {
+            ferroserve_runtime::ModelStatus::Failed(why) => Some(why),
+            _ => None,
+        };
+        Err(InferError::ModelNotReady {
+            name: name.to_owned(),
+            detail,
+        }
+        .into())
+    }
+}
+
+async fn v1_model(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    readiness(&s, &name).await.into_response()
+}
+
+async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    readiness(&s, &name).await.into_response()
+}
+
+async fn model_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.handle.metadata(&name) {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn versioned(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    // Unknown model first, so the error says what is really wrong.
+    if let Err(e) = s.handle.status(&name) {
+        return ApiError::from(e).into_response();
+    }
+    ApiError::NotFound(format!(
+        "model '{name}' has no version '{version}': ferroserve models are unversioned, use /v2/models/{name}"
+    ))
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &s.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    tracing::debug!(%method, path = uri.path(), "method not allowed");
+    ApiError::MethodNotAllowed
+}
+
+/// Headers as the model sees them: lower-case names, values that are valid strings.
+fn context(headers: &HeaderMap) -> RequestContext {
+    RequestContext {
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+    }
+}
+
+/// Records the request in the ingress metrics. Unknown model names share one label so that
+/// clients cannot grow the label set.
+fn record(s: &AppState, name: &str, protocol: &'static str, started: Instant, resp: &Response) {
+    let known = s.handle.status(name).is_ok();
+    s.metrics.record(
+        if known { name } else { "<unknown>" },
+        protocol,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+}
+
+/// `POST /v1/models/{name}:predict` (and `:explain`, which no model implements yet).
+async fn v1_verb(
+    State(s): State<AppState>,
+    Path(name_verb): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some((name, verb)) = name_verb.rsplit_once(':') else {
+        return ApiError::MethodNotAllowed.into_response();
+    };
+    let resp = match verb {
+        "predict" => v1_predict(&s, name, &headers, body).await.into_response(),
+        "explain" => {
+            ApiError::NotImplemented(format!("model '{name}' has no explainer")).into_response()
+        }
+        other => ApiError::NotFound(format!("unknown verb ':{other}'")).into_response(),
+    };
+    record(&s, name, "v1", started, &resp);
+    resp
+}
+
+async fn v1_predict(
+    s: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = body::read(body, headers, s.config.max_request_bytes).await?;
+    let value = ferroserve_protocol::v1::decode_request(&bytes)?;
+    match s
+        .handle
+        .infer(name, Payload::V1(value), context(headers))
+        .await?
+    {
+        Prediction::V1(body) => Ok(Json(body).into_response()),
+        Prediction::V2(_) => {
+            Err(InferError::Internal("model returned a V2 response".into()).into())
+        }
+    }
+}
+
+/// `POST /v2/models/{name}/infer`, JSON or binary tensor extension.
+async fn infer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let resp = v2_infer(&s, &name, &headers, body).await.into_response();
+    record(&s, &name, "v2", started, &resp);
+    resp
+}
+
+async fn v2_infer(
+    s: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = body::read(body, headers, s.config.max_request_bytes).await?;
+    // A body is binary exactly when it has the header: tritonclient sends JSON without any
+    // Content-Type, so the content type decides nothing.
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Inference-Header-Content-Length must be a non-negative integer".into(),
+                    )
+                })?,
+        ),
+    };
+    let req = binary::decode_request(bytes, json_len)?;
+    let params = req.parameters.clone();
+    let requested = req.outputs.clone();
+    let resp = match s
+        .handle
+        .infer(name, Payload::V2(req), context(headers))
+        .await?
+    {
+        Prediction::V2(resp) => resp,
+        Prediction::V1(_) => {
+            return Err(InferError::Internal("model returned a V1 response".into()).into());
+        }
+    };
+    let encoded = binary::encode_response(&resp, &params, &requested)?;
+    if encoded.is_binary() {
+        let json_len = HeaderValue::from(encoded.json.len());
+        let body = Chunks::new(std::iter::once(Bytes::from(encoded.json)).chain(encoded.blobs));
+        Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    http::HeaderName::from_static(HEADER_CONTENT_LENGTH),
+                    json_len,
+                ),
+            ],
+            Body::from(body),
+        )
+            .into_response())
+    } else {
+        Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            encoded.json,
+        )
+            .into_response())
+    }
+}
+
+use bytes::Bytes;
