@@ -19,12 +19,12 @@ pub fn validate_request(value: &serde_json::Value) -> Result<(), ProtocolError> 
             "expected a JSON object with \"instances\" or \"inputs\"".to_owned(),
         ));
     };
-    if let Some(instances) = obj.get("instances") {
-        if !instances.is_array() {
-            return Err(ProtocolError::Request(
-                "expected \"instances\" to be a list".to_owned(),
-            ));
-        }
+    if let Some(instances) = obj.get("instances")
+        && !instances.is_array()
+    {
+        return Err(ProtocolError::Request(
+            "expected \"instances\" to be a list".to_owned(),
+        ));
     }
     Ok(())
 }

@@ -76,8 +76,9 @@ pub struct InferResponse {
 }
 
 impl InferResponse {
-    /// Keeps only the requested outputs, in request order, and copies each requested output's
-    /// parameters onto it. An output that was asked for but not produced is an error.
+    /// Keeps only the requested outputs, in request order. An output that was asked for but not
+    /// produced is an error. (The requested outputs' parameters, such as `binary_data`, steer
+    /// the encoding and are not copied onto the outputs.)
     pub fn select_outputs(
         &mut self,
         requested: &[RequestedOutput],
@@ -94,9 +95,7 @@ impl InferResponse {
                     r.name
                 )));
             };
-            let mut t = produced.swap_remove(pos);
-            t.parameters.extend(r.parameters.clone());
-            self.outputs.push(t);
+            self.outputs.push(produced.swap_remove(pos));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ pub use builtin::Identity;
 pub use controller::{Controller, ControllerError, DeploymentSpec, ModelFactory};
 pub use error::{InferError, ModelError};
 pub use handle::{Handle, ModelStatus};
-pub use metrics::RuntimeMetrics;
+pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
 
 pub use ferroserve_protocol as protocol;

@@ -12,15 +12,12 @@ pub(crate) struct ModelLabel {
     model_name: String,
 }
 
-/// Buckets of the latency histograms: 50 µs to 10 s, so that fast Rust models are visible
-/// (KServe's defaults start at 5 ms).
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
-        0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    ]
-    .into_iter()
-}
+/// Buckets of every latency histogram, in seconds: 50 µs to 10 s, so that fast Rust models
+/// are visible (KServe's defaults start at 5 ms).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
+    0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Histograms of the preprocess, predict and postprocess stages per model.
 #[derive(Clone)]
@@ -49,7 +46,7 @@ impl RuntimeMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         let new_family = || {
             Family::<ModelLabel, Histogram>::new_with_constructor(|| {
-                Histogram::new(latency_buckets())
+                Histogram::new(LATENCY_BUCKETS.iter().copied())
             })
         };
         let m = RuntimeMetrics {

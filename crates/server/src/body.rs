@@ -20,10 +20,9 @@ pub async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -9,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use ferroserve_runtime::LATENCY_BUCKETS;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     model_name: String,
@@ -35,13 +37,7 @@ impl HttpMetrics {
         let m = HttpMetrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| {
-                Histogram::new(
-                    [
-                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]
-                    .into_iter(),
-                )
+                Histogram::new(LATENCY_BUCKETS.iter().copied())
             }),
         };
         registry.register(
