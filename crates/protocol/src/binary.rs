@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::json::{decode_header, write_response};
+use crate::json::{decode_header, write_request, write_response};
 use crate::v2::{InferRequest, InferResponse, RequestedOutput};
 use crate::{Parameters, ProtocolError};
 
@@ -31,16 +31,16 @@ pub fn decode_request(body: Bytes, json_len: Option<usize>) -> Result<InferReque
     }
 }
 
-/// An encoded response: the JSON part, then the binary blobs to send after it.
+/// An encoded body: the JSON part, then the binary blobs to send after it.
 #[derive(Debug, Clone)]
-pub struct EncodedResponse {
+pub struct EncodedBody {
     /// The JSON part.
     pub json: Vec<u8>,
-    /// Output data sent in binary, in output order; empty for a pure JSON response.
+    /// Tensor data sent in binary, in tensor order; empty for a pure JSON body.
     pub blobs: Vec<Bytes>,
 }
 
-impl EncodedResponse {
+impl EncodedBody {
     /// Whether any output is sent as binary data (so the body needs the length header).
     pub fn is_binary(&self) -> bool {
         !self.blobs.is_empty()
@@ -55,6 +55,25 @@ impl EncodedResponse {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The whole body in one buffer (copies; for clients and tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.json);
+        for b in &self.blobs {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+}
+
+/// Encodes a request with every input's data sent as binary after the JSON part (how
+/// tritonclient sends by default); each input gets a `binary_data_size` parameter.
+pub fn encode_request(req: &InferRequest) -> Result<EncodedBody, ProtocolError> {
+    let mut json = Vec::with_capacity(256);
+    write_request(&req, &vec![true; req.inputs.len()], &mut json)?;
+    let blobs = req.inputs.iter().map(|t| t.data.clone()).collect();
+    Ok(EncodedBody { json, blobs })
 }
 
 /// Encodes a response, sending an output as binary when its requested-output `binary_data`
@@ -63,7 +82,7 @@ pub fn encode_response(
     resp: &InferResponse,
     request_parameters: &Parameters,
     requested: &[RequestedOutput],
-) -> Result<EncodedResponse, ProtocolError> {
+) -> Result<EncodedBody, ProtocolError> {
     let default = request_parameters
         .get("binary_data_output")
         .and_then(|p| p.as_bool())
@@ -89,7 +108,7 @@ pub fn encode_response(
         .filter(|(_, b)| **b)
         .map(|(t, _)| t.data.clone())
         .collect();
-    Ok(EncodedResponse { json, blobs })
+    Ok(EncodedBody { json, blobs })
 }
 
 #[cfg(test)]

@@ -28,6 +28,14 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, ProtocolError> {
     decode_header(body)?.assemble(Bytes::new(), false)
 }
 
+/// Encodes a V2 inference request as plain JSON, every input with its `data` (what a client
+/// or a forwarding replica sends).
+pub fn encode_request(req: &InferRequest) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = Vec::with_capacity(256);
+    write_request(req, &vec![false; req.inputs.len()], &mut out)?;
+    Ok(out)
+}
+
 /// Encodes a V2 inference response as plain JSON, every output with its `data`.
 pub fn encode_response(resp: &InferResponse) -> Result<Vec<u8>, ProtocolError> {
     let mut out = Vec::with_capacity(256);
@@ -475,6 +483,48 @@ pub(crate) fn write_response(
         .map_err(|e| ProtocolError::Request(format!("cannot encode the response as JSON: {e}")))
 }
 
+/// Writes a request's JSON: `id`, `parameters`, `inputs`, `outputs`. Inputs flagged in
+/// `binary` get a `binary_data_size` parameter instead of `data`.
+pub(crate) fn write_request(
+    req: &InferRequest,
+    binary: &[bool],
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut ser = serde_json::Serializer::new(out);
+    RequestView { req, binary }
+        .serialize(&mut ser)
+        .map_err(|e| ProtocolError::Request(format!("cannot encode the request as JSON: {e}")))
+}
+
+struct RequestView<'a> {
+    req: &'a InferRequest,
+    binary: &'a [bool],
+}
+
+impl Serialize for RequestView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.req;
+        let mut map = s.serialize_map(None)?;
+        if let Some(id) = &r.id {
+            map.serialize_entry("id", id)?;
+        }
+        if !r.parameters.is_empty() {
+            map.serialize_entry("parameters", &r.parameters)?;
+        }
+        map.serialize_entry(
+            "inputs",
+            &TensorsView {
+                tensors: &r.inputs,
+                binary: self.binary,
+            },
+        )?;
+        if !r.outputs.is_empty() {
+            map.serialize_entry("outputs", &r.outputs)?;
+        }
+        map.end()
+    }
+}
+
 struct ResponseView<'a> {
     resp: &'a InferResponse,
     binary: &'a [bool],
@@ -496,8 +546,8 @@ impl Serialize for ResponseView<'_> {
         }
         map.serialize_entry(
             "outputs",
-            &OutputsView {
-                outputs: &r.outputs,
+            &TensorsView {
+                tensors: &r.outputs,
                 binary: self.binary,
             },
         )?;
@@ -505,16 +555,17 @@ impl Serialize for ResponseView<'_> {
     }
 }
 
-struct OutputsView<'a> {
-    outputs: &'a [Tensor],
+/// A list of input or output tensors.
+struct TensorsView<'a> {
+    tensors: &'a [Tensor],
     binary: &'a [bool],
 }
 
-impl Serialize for OutputsView<'_> {
+impl Serialize for TensorsView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.outputs.len()))?;
-        for (i, t) in self.outputs.iter().enumerate() {
-            seq.serialize_element(&OutputView {
+        let mut seq = s.serialize_seq(Some(self.tensors.len()))?;
+        for (i, t) in self.tensors.iter().enumerate() {
+            seq.serialize_element(&TensorView {
                 tensor: t,
                 binary: self.binary.get(i).copied().unwrap_or(false),
             })?;
@@ -523,12 +574,13 @@ impl Serialize for OutputsView<'_> {
     }
 }
 
-struct OutputView<'a> {
+/// One tensor: name, datatype, shape, parameters, and `data` unless it goes binary.
+struct TensorView<'a> {
     tensor: &'a Tensor,
     binary: bool,
 }
 
-impl Serialize for OutputView<'_> {
+impl Serialize for TensorView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = self.tensor;
         let mut map = s.serialize_map(None)?;
