@@ -1,0 +1,182 @@
+"""Fixtures that run the real ferroserve binary for the end-to-end tests.
+
+The binary comes from $FERROSERVE_BIN (default: target/debug/ferroserve in the repo root).
+Each server runs for the whole session on a free port of 127.0.0.1; at the end it gets SIGTERM
+and must exit with code 0 (graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 20.0
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
+def ferroserve_bin() -> Path:
+    raw = os.environ.get("FERROSERVE_BIN", "target/debug/ferroserve")
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+@dataclass
+class Server:
+    """A running ferroserve process."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def host_port(self) -> str:
+        """`host:port`, as tritonclient wants it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """`http://host:port`, as kserve and raw HTTP want it."""
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=1) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
+    binary = ferroserve_bin()
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        pytest.exit(
+            f"ferroserve binary not found or not executable at {binary}: build it with "
+            "`cargo build -p ferroserve` or point FERROSERVE_BIN at it",
+            returncode=2,
+        )
+    # The port is free now but another process could take it before the server binds it:
+    # try a few ports before giving up.
+    last_log = ""
+    for _attempt in range(3):
+        port = _free_port()
+        log_path = tmp_dir / f"ferroserve-{label}-{port}.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--http-port", str(port), *extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        log.close()
+        server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if _ready(server.url):
+                return server
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            pytest.fail(
+                f"ferroserve ({label}) was not ready within {READY_TIMEOUT_S}s on port {port}; "
+                f"log:\n{server.log()}"
+            )
+        last_log = server.log()
+        if "cannot listen" not in last_log:
+            break
+    pytest.fail(f"ferroserve ({label}) exited before it was ready; log:\n{last_log}")
+
+
+def _stop(server: Server) -> None:
+    proc = server.proc
+    assert proc.poll() is None, (
+        f"ferroserve died during the tests with code {proc.returncode}; log:\n{server.log()}"
+    )
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(
+            f"ferroserve did not exit within {SHUTDOWN_TIMEOUT_S}s of SIGTERM; log:\n{server.log()}"
+        )
+    assert code == 0, f"ferroserve exited with {code} after SIGTERM; log:\n{server.log()}"
+
+
+@pytest.fixture(scope="session")
+def _log_dir():
+    with tempfile.TemporaryDirectory(prefix="ferroserve-e2e-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def server(_log_dir) -> Server:
+    """The default server: models `identity` and `iris`."""
+    s = _start([], _log_dir, "default")
+    try:
+        yield s
+    finally:
+        _stop(s)
+
+
+@pytest.fixture(scope="session")
+def small_server(_log_dir) -> Server:
+    """A server whose request bodies are limited to 1024 bytes."""
+    s = _start(["--max-request-bytes", "1024"], _log_dir, "small")
+    try:
+        yield s
+    finally:
+        _stop(s)
+
+
+@pytest.fixture(scope="session")
+def base_url(server) -> str:
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def host_port(server) -> str:
+    return server.host_port
+
+
+@pytest.fixture
+def triton(server):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=server.host_port, network_timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
