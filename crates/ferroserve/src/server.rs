@@ -8,12 +8,14 @@ use ferroserve_runtime::{Controller, RuntimeMetrics};
 use ferroserve_server::{AppState, HttpMetrics, ServerConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::models::deployment_spec;
+use crate::models::deployment;
 
 /// Serves `config` on `listener` until `shutdown` completes; then stops accepting, lets
-/// in-flight requests finish and returns.
+/// in-flight requests finish (at most the longest `graceful_shutdown_timeout_s`), stops the
+/// replicas and returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -22,8 +24,8 @@ pub async fn run(
     let mut registry = Registry::default();
     let runtime_metrics = RuntimeMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
-    let specs = config.deployments.iter().map(deployment_spec).collect();
-    let (controller, handle) = Controller::start(specs, runtime_metrics)?;
+    let deployments = config.deployments.iter().map(deployment).collect();
+    let (controller, handle) = Controller::start(deployments, runtime_metrics)?;
     let state = AppState {
         handle,
         config: Arc::new(ServerConfig {
@@ -34,10 +36,25 @@ pub async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "ferroserve HTTP listening");
-    ferroserve_server::serve(listener, state, shutdown)
-        .await
-        .context("HTTP server failed")?;
-    controller.shutdown();
+    let (stopping_tx, stopping) = oneshot::channel::<()>();
+    let serve = ferroserve_server::serve(listener, state, async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let grace = controller.graceful_shutdown_timeout();
+    tokio::select! {
+        served = serve => served.context("HTTP server failed")?,
+        () = async {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the graceful shutdown timeout");
+        }
+    }
+    controller.shutdown().await;
     tracing::info!("ferroserve stopped");
     Ok(())
 }

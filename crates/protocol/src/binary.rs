@@ -71,7 +71,7 @@ impl EncodedBody {
 /// tritonclient sends by default); each input gets a `binary_data_size` parameter.
 pub fn encode_request(req: &InferRequest) -> Result<EncodedBody, ProtocolError> {
     let mut json = Vec::with_capacity(256);
-    write_request(&req, &vec![true; req.inputs.len()], &mut json)?;
+    write_request(req, &vec![true; req.inputs.len()], &mut json)?;
     let blobs = req.inputs.iter().map(|t| t.data.clone()).collect();
     Ok(EncodedBody { json, blobs })
 }

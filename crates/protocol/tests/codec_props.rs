@@ -1,6 +1,8 @@
 //! Property tests of the codecs: every datatype round-trips through JSON and binary, and no
 //! input, however malformed, makes a decoder panic.
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use ferroserve_protocol::v2::{InferRequest, InferResponse};
 use ferroserve_protocol::{DataType, Parameter, Tensor, binary, json};
@@ -12,18 +14,16 @@ fn fixed_data(dt: DataType, count: usize) -> BoxedStrategy<Vec<u8>> {
     let size = dt.element_size().unwrap_or(1);
     match dt {
         DataType::Bool => prop::collection::vec(any::<bool>().prop_map(u8::from), count).boxed(),
-        DataType::Fp32 => prop::collection::vec(
-            any::<f32>().prop_filter("finite", |f| f.is_finite()),
-            count,
-        )
-        .prop_map(|v| v.iter().flat_map(|f| f.to_le_bytes()).collect())
-        .boxed(),
-        DataType::Fp64 => prop::collection::vec(
-            any::<f64>().prop_filter("finite", |f| f.is_finite()),
-            count,
-        )
-        .prop_map(|v| v.iter().flat_map(|f| f.to_le_bytes()).collect())
-        .boxed(),
+        DataType::Fp32 => {
+            prop::collection::vec(any::<f32>().prop_filter("finite", |f| f.is_finite()), count)
+                .prop_map(|v| v.iter().flat_map(|f| f.to_le_bytes()).collect())
+                .boxed()
+        }
+        DataType::Fp64 => {
+            prop::collection::vec(any::<f64>().prop_filter("finite", |f| f.is_finite()), count)
+                .prop_map(|v| v.iter().flat_map(|f| f.to_le_bytes()).collect())
+                .boxed()
+        }
         DataType::Fp16 => prop::collection::vec(
             any::<u16>().prop_filter("finite", |b| half::f16::from_bits(*b).is_finite()),
             count,
@@ -41,24 +41,30 @@ fn fixed_data(dt: DataType, count: usize) -> BoxedStrategy<Vec<u8>> {
 }
 
 fn tensor(name: String) -> impl Strategy<Value = Tensor> {
-    (prop::sample::select(DataType::ALL.to_vec()), prop::collection::vec(0u64..4, 0..4)).prop_flat_map(
-        move |(dt, shape)| {
+    (
+        prop::sample::select(DataType::ALL.to_vec()),
+        prop::collection::vec(0u64..4, 0..4),
+    )
+        .prop_flat_map(move |(dt, shape)| {
             let count = shape.iter().product::<u64>() as usize;
             let name = name.clone();
             let data = if dt == DataType::Bytes {
                 prop::collection::vec(".{0,6}", count)
                     .prop_map(|v| {
                         v.iter()
-                            .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+                            .flat_map(|s| {
+                                (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes())
+                            })
                             .collect::<Vec<u8>>()
                     })
                     .boxed()
             } else {
                 fixed_data(dt, count)
             };
-            data.prop_map(move |d| Tensor::new(name.clone(), dt, shape.clone(), Bytes::from(d)).unwrap())
-        },
-    )
+            data.prop_map(move |d| {
+                Tensor::new(name.clone(), dt, shape.clone(), Bytes::from(d)).unwrap()
+            })
+        })
 }
 
 fn request() -> impl Strategy<Value = InferRequest> {

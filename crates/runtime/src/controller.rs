@@ -1,79 +1,44 @@
-//! The controller: owns the deployments, loads their models in the background and publishes
-//! each model's state on a `watch` channel that the [`Handle`] reads.
+//! The controller: owns each deployment's desired state and reconciles the replicas towards it.
 //!
-//! *Invariant:* the controller is the only writer of a deployment's state; the request path
-//! only reads it.
+//! One task per deployment runs a control loop (every 100 ms, and on every event): it starts
+//! replicas up to the target (start-up is a diff from empty), restarts failed ones with
+//! exponential back-off, health-checks running ones, drains replicas it removes (scale-down,
+//! rolling update, shutdown), and computes the target from load when autoscaling. It publishes
+//! the running replicas to the deployment's router and a status snapshot for `ferroserve
+//! status`.
+//!
+//! *Invariant:* the controller is the only writer of a deployment's replica set; the request
+//! path only reads it and never waits on the controller.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::autoscale::{Autoscaler, restart_backoff};
+use crate::config::{ConfigError, DeploymentConfig};
+use crate::deployment::Deployment;
 use crate::handle::{DeploymentEntry, Handle};
-use crate::{Model, ModelError, RuntimeMetrics};
+use crate::metrics::{DeploymentMetrics, StageHistograms};
+use crate::replica::{Replica, ReplicaBackend, ReplicaStart};
+use crate::router::{Availability, Limits, ReplicaSet, ReplicaSlot, Router};
+use crate::status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
+use crate::{Model, ModelError, ModelInfo, RuntimeMetrics};
 
-/// Makes a fresh, unloaded instance of a model. Called once per instance the controller
-/// starts, so a deployment can (re)start instances without the user's help.
+/// Makes a fresh, unloaded instance of a model: called once per replica the controller
+/// starts, so replicas can be (re)started without the user's help.
 pub type ModelFactory = Arc<dyn Fn() -> Result<Box<dyn Model>, ModelError> + Send + Sync>;
 
-/// A deployment: a name (the model name in URLs) and how to make the model.
-#[derive(Clone)]
-pub struct DeploymentSpec {
-    /// Model name, unique in the server.
-    pub name: String,
-    /// Constructor of model instances.
-    pub factory: ModelFactory,
-}
+/// How often each control loop runs.
+const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
+/// Consecutive failed health checks that make a replica unhealthy (as Ray Serve).
+const HEALTH_CHECK_FAILURES: u32 = 3;
+/// A replica running this long clears the failure count (and so the back-off).
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
-impl std::fmt::Debug for DeploymentSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeploymentSpec")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DeploymentSpec {
-    /// A deployment of the model that `factory` makes.
-    pub fn new<F, M>(name: impl Into<String>, factory: F) -> Self
-    where
-        F: Fn() -> M + Send + Sync + 'static,
-        M: Model,
-    {
-        DeploymentSpec {
-            name: name.into(),
-            factory: Arc::new(move || Ok(Box::new(factory()) as Box<dyn Model>)),
-        }
-    }
-
-    /// A deployment from a fallible factory.
-    pub fn from_factory(name: impl Into<String>, factory: ModelFactory) -> Self {
-        DeploymentSpec {
-            name: name.into(),
-            factory,
-        }
-    }
-}
-
-/// The state of a deployment's model, as published to handles.
-#[derive(Clone)]
-pub(crate) enum ModelState {
-    /// `load` is running.
-    Loading,
-    /// Loaded and serving.
-    Ready(Arc<dyn Model>),
-    /// Construction or `load` failed; the message says why.
-    Failed(String),
-}
-
-/// Starts and stops the deployments' models.
-#[derive(Debug)]
-pub struct Controller {
-    loaders: Vec<JoinHandle<()>>,
-}
-
-/// The deployment list could not be accepted.
+/// The deployment list or an update could not be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     /// Two deployments have the same name.
@@ -82,82 +47,753 @@ pub enum ControllerError {
     /// A deployment name cannot be used in URLs.
     #[error("deployment name '{0}' is invalid: use letters, digits, '-', '_' and '.'")]
     InvalidName(String),
+    /// An option is invalid.
+    #[error("deployment '{deployment}': {error}")]
+    Config {
+        /// Deployment name.
+        deployment: String,
+        /// The option and why.
+        error: ConfigError,
+    },
+    /// No deployment has this name.
+    #[error("no deployment named '{0}'")]
+    UnknownDeployment(String),
+    /// The controller has stopped.
+    #[error("the controller has stopped")]
+    Stopped,
+}
+
+enum ControlMsg {
+    Deploy(Box<(Deployment, DeploymentConfig)>, oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Starts, watches, scales, updates and stops the deployments.
+#[derive(Debug)]
+pub struct Controller {
+    deployments: Vec<(String, mpsc::UnboundedSender<ControlMsg>)>,
+    tasks: Vec<JoinHandle<()>>,
+    graceful_shutdown_timeout: Duration,
+}
+
+fn validate_name(name: &str) -> Result<(), ControllerError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ControllerError::InvalidName(name.to_owned()))
+    }
+}
+
+fn validate(d: &Deployment) -> Result<DeploymentConfig, ControllerError> {
+    validate_name(&d.name)?;
+    d.options
+        .validate()
+        .map_err(|error| ControllerError::Config {
+            deployment: d.name.clone(),
+            error,
+        })
 }
 
 impl Controller {
-    /// Registers the deployments and starts loading their models in the background. Must be
-    /// called inside a Tokio runtime. Returns at once; readiness shows on the handle.
+    /// Validates the deployments, then starts their replicas in the background. Must be called
+    /// inside a Tokio runtime. Returns at once; readiness shows on the handle.
     pub fn start(
-        specs: Vec<DeploymentSpec>,
+        deployments: Vec<Deployment>,
         metrics: RuntimeMetrics,
     ) -> Result<(Controller, Handle), ControllerError> {
         let mut seen = HashSet::new();
-        for spec in &specs {
-            let valid = !spec.name.is_empty()
-                && spec
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
-                return Err(ControllerError::InvalidName(spec.name.clone()));
-            }
-            if !seen.insert(spec.name.clone()) {
-                return Err(ControllerError::DuplicateName(spec.name.clone()));
+        let mut configs = Vec::with_capacity(deployments.len());
+        for d in &deployments {
+            configs.push(validate(d)?);
+            if !seen.insert(d.name.clone()) {
+                return Err(ControllerError::DuplicateName(d.name.clone()));
             }
         }
-        let mut entries = Vec::with_capacity(specs.len());
-        let mut loaders = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let (tx, rx) = watch::channel(ModelState::Loading);
+        let graceful_shutdown_timeout = configs
+            .iter()
+            .map(|c| c.graceful_shutdown_timeout)
+            .max()
+            .unwrap_or_default();
+        let mut entries = Vec::new();
+        let mut controls = Vec::new();
+        let mut tasks = Vec::new();
+        for (d, config) in deployments.into_iter().zip(configs) {
+            let dm = metrics.deployment(&d.name);
+            let router = Router::new(
+                d.name.clone(),
+                Limits {
+                    max_queued: config.max_queued_requests,
+                    request_timeout: config.request_timeout,
+                },
+                dm.clone(),
+            );
+            let status = Arc::new(Mutex::new(DeploymentStatus::new(&d.name)));
             entries.push(DeploymentEntry::new(
-                spec.name.clone(),
-                rx,
-                metrics.stages(&spec.name),
+                d.name.clone(),
+                router.clone(),
+                status.clone(),
             ));
-            loaders.push(tokio::spawn(load(spec, tx)));
+            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let actor = Actor {
+                stages: metrics.stages(&d.name),
+                name: d.name.clone(),
+                backend: d.backend,
+                target: config.initial_replicas(),
+                autoscaler: config.autoscaling.clone().map(Autoscaler::new),
+                config,
+                version: 1,
+                router,
+                status,
+                metrics: dm,
+                replicas: Vec::new(),
+                next_no: 0,
+                failures: 0,
+                last_start_failed: false,
+                next_start: Instant::now(),
+                restarts: 0,
+                last_error: None,
+                ever_ready: false,
+                info: None,
+                stopping: false,
+                published: None,
+                events: ev_tx,
+            };
+            controls.push((d.name, ctl_tx));
+            tasks.push(tokio::spawn(actor.run(ctl_rx, ev_rx)));
         }
-        Ok((Controller { loaders }, Handle::new(entries)))
+        Ok((
+            Controller {
+                deployments: controls,
+                tasks,
+                graceful_shutdown_timeout,
+            },
+            Handle::new(entries),
+        ))
     }
 
-    /// Stops loading models that are still loading.
-    pub fn shutdown(self) {
-        for l in self.loaders {
-            l.abort();
+    /// Applies a new definition of an existing deployment. Options that need no restart
+    /// (replica count, limits, autoscaling, `user_config`) apply in place; a new model or
+    /// backend replaces replicas one at a time, keeping capacity. Returns once accepted.
+    pub async fn deploy(&self, deployment: Deployment) -> Result<(), ControllerError> {
+        let config = validate(&deployment)?;
+        let (_, tx) = self
+            .deployments
+            .iter()
+            .find(|(n, _)| *n == deployment.name)
+            .ok_or_else(|| ControllerError::UnknownDeployment(deployment.name.clone()))?;
+        let (done, accepted) = oneshot::channel();
+        tx.send(ControlMsg::Deploy(Box::new((deployment, config)), done))
+            .map_err(|_| ControllerError::Stopped)?;
+        accepted.await.map_err(|_| ControllerError::Stopped)
+    }
+
+    /// The longest `graceful_shutdown_timeout_s` of the deployments.
+    pub fn graceful_shutdown_timeout(&self) -> Duration {
+        self.graceful_shutdown_timeout
+    }
+
+    /// Stops every deployment: refuses new requests, lets running ones finish within each
+    /// deployment's `graceful_shutdown_timeout_s`, then stops the replicas.
+    pub async fn shutdown(self) {
+        let mut waits = Vec::new();
+        for (_, tx) in &self.deployments {
+            let (done, wait) = oneshot::channel();
+            if tx.send(ControlMsg::Shutdown(done)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        for t in self.tasks {
+            let _ = t.await;
         }
     }
 }
 
-/// Makes and loads one instance, then publishes the outcome.
-async fn load(spec: DeploymentSpec, tx: watch::Sender<ModelState>) {
-    let name = spec.name.clone();
-    tracing::info!(model = %name, "loading model");
-    let started = std::time::Instant::now();
-    // Run construction and load in their own task so that a panic in user code becomes a
-    // reported failure instead of a silent one.
-    let outcome = tokio::spawn(async move {
-        let mut model = (spec.factory)()?;
-        model.load().await?;
-        Ok::<_, ModelError>(Arc::<dyn Model>::from(model))
-    })
-    .await;
-    let state = match outcome {
-        Ok(Ok(model)) => {
-            tracing::info!(model = %name, elapsed_ms = started.elapsed().as_millis() as u64, "model ready");
-            ModelState::Ready(model)
+enum Event {
+    Loading {
+        id: String,
+    },
+    Started {
+        id: String,
+        result: Result<Arc<dyn Replica>, String>,
+    },
+    Died {
+        id: String,
+        reason: String,
+    },
+    Health {
+        id: String,
+        result: Result<(), String>,
+    },
+}
+
+struct ReplicaRecord {
+    id: String,
+    version: u64,
+    state: ReplicaState,
+    reason: String,
+    slot: Option<Arc<ReplicaSlot>>,
+    since: Instant,
+    drain_deadline: Instant,
+    health_failures: u32,
+    next_health: Instant,
+    health_pending: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ReplicaRecord {
+    fn ongoing(&self) -> usize {
+        self.slot.as_ref().map_or(0, |s| s.ongoing())
+    }
+    fn is_starting(&self) -> bool {
+        matches!(self.state, ReplicaState::Starting | ReplicaState::Loading)
+    }
+    fn is_stopping(&self) -> bool {
+        matches!(self.state, ReplicaState::Draining | ReplicaState::Unhealthy)
+    }
+}
+
+impl Drop for ReplicaRecord {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
         }
-        Ok(Err(e)) => {
-            tracing::error!(model = %name, error = %e, "model failed to load");
-            ModelState::Failed(format!("load failed: {e}"))
+    }
+}
+
+/// The control loop of one deployment.
+struct Actor {
+    name: String,
+    backend: Arc<dyn ReplicaBackend>,
+    config: DeploymentConfig,
+    /// Bumped by each update that must replace replicas.
+    version: u64,
+    router: Router,
+    status: Arc<Mutex<DeploymentStatus>>,
+    metrics: DeploymentMetrics,
+    stages: StageHistograms,
+    replicas: Vec<ReplicaRecord>,
+    next_no: u64,
+    /// Replica count aimed for.
+    target: usize,
+    autoscaler: Option<Autoscaler>,
+    /// Consecutive failures (start failures, deaths); drives the back-off.
+    failures: u32,
+    /// Whether the latest start attempt failed (then requests are refused, not queued).
+    last_start_failed: bool,
+    /// No replica is started before this (back-off).
+    next_start: Instant,
+    restarts: u64,
+    last_error: Option<String>,
+    ever_ready: bool,
+    info: Option<ModelInfo>,
+    stopping: bool,
+    /// What was last published to the router: running replica ids and availability.
+    published: Option<(Vec<String>, Availability)>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<ControlMsg>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        let mut tick = tokio::time::interval(CONTROL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                msg = control.recv() => match msg {
+                    Some(ControlMsg::Deploy(update, done)) => {
+                        let (d, config) = *update;
+                        self.update(d, config);
+                        let _ = done.send(());
+                    }
+                    Some(ControlMsg::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                Some(ev) = events.recv() => self.on_event(ev),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.reconcile();
+            self.report();
         }
-        Err(join) => {
-            let msg = panic_message(join);
-            tracing::error!(model = %name, error = %msg, "model load panicked");
-            ModelState::Failed(format!("load panicked: {msg}"))
+    }
+
+    fn record(&mut self, id: &str) -> Option<&mut ReplicaRecord> {
+        self.replicas.iter_mut().find(|r| r.id == id)
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Loading { id } => {
+                if let Some(r) = self.record(&id) {
+                    r.state = ReplicaState::Loading;
+                    r.reason = "load() is running".into();
+                }
+            }
+            Event::Started {
+                id,
+                result: Ok(replica),
+            } => {
+                let max = self.config.max_ongoing_requests;
+                let period = self.config.health_check_period;
+                let events = self.events.clone();
+                let Some(r) = self.replicas.iter_mut().find(|r| r.id == id) else {
+                    // Cancelled while starting: the replica is dropped (and so stopped) here.
+                    return;
+                };
+                tracing::info!(deployment = %self.name, replica = %id, "replica running");
+                self.info = Some(replica.info());
+                self.ever_ready = true;
+                self.last_start_failed = false;
+                let mut died = replica.died();
+                let died_id = id.clone();
+                r.tasks.push(tokio::spawn(async move {
+                    let reason = match died.wait_for(Option::is_some).await {
+                        Ok(v) => v.clone().unwrap_or_default(),
+                        Err(_) => "the replica exited".to_owned(),
+                    };
+                    let _ = events.send(Event::Died {
+                        id: died_id,
+                        reason,
+                    });
+                }));
+                r.slot = Some(Arc::new(ReplicaSlot::new(id, replica, max)));
+                r.state = ReplicaState::Running;
+                r.reason = String::new();
+                r.since = now;
+                r.next_health = now + period;
+            }
+            Event::Started { id, result: Err(e) } => {
+                let msg = format!("replica {id} failed to start: {e}");
+                tracing::error!(deployment = %self.name, replica = %id, error = %e, "replica failed to start");
+                self.replicas.retain(|r| r.id != id);
+                self.last_start_failed = true;
+                self.fail(msg, now);
+            }
+            Event::Died { id, reason } => {
+                let timeout = self.config.graceful_shutdown_timeout;
+                tracing::error!(deployment = %self.name, replica = %id, reason = %reason, "replica died; replacing it");
+                let Some(r) = self.record(&id) else { return };
+                if r.state != ReplicaState::Running {
+                    return;
+                }
+                r.state = ReplicaState::Unhealthy;
+                r.reason = reason.clone();
+                r.drain_deadline = now + timeout;
+                self.fail(reason, now);
+            }
+            Event::Health { id, result } => {
+                let timeout = self.config.graceful_shutdown_timeout;
+                let period = self.config.health_check_period;
+                let Some(r) = self.record(&id) else { return };
+                r.health_pending = false;
+                r.next_health = now + period;
+                match result {
+                    Ok(()) => r.health_failures = 0,
+                    Err(e) if r.state == ReplicaState::Running => {
+                        r.health_failures += 1;
+                        tracing::warn!(replica = %id, error = %e, failures = r.health_failures, "health check failed");
+                        if r.health_failures >= HEALTH_CHECK_FAILURES {
+                            let reason =
+                                format!("health check failed {HEALTH_CHECK_FAILURES} times: {e}");
+                            r.state = ReplicaState::Unhealthy;
+                            r.reason = reason.clone();
+                            r.drain_deadline = now + timeout;
+                            self.fail(reason, now);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
         }
-    };
-    tx.send_replace(state);
-    // Keep the sender alive so handles keep seeing the last state.
-    tx.closed().await;
+    }
+
+    /// Counts a failure: a restart is due after the back-off.
+    fn fail(&mut self, reason: String, now: Instant) {
+        self.failures += 1;
+        self.restarts += 1;
+        self.metrics.restarts.inc();
+        self.next_start = now + restart_backoff(self.failures);
+        self.last_error = Some(reason);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let running: Vec<&ReplicaRecord> = self
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .collect();
+        if let Some(a) = &mut self.autoscaler {
+            let load = running.iter().map(|r| r.ongoing()).sum::<usize>() + self.router.queued();
+            a.record(now, load as f64);
+            self.target = a.decide(now, self.target, self.router.queued());
+        }
+        if self.failures > 0
+            && running
+                .iter()
+                .any(|r| now.duration_since(r.since) >= STABLE_AFTER)
+        {
+            self.failures = 0;
+        }
+        let timeout = self.config.health_check_timeout;
+        for r in &mut self.replicas {
+            if r.state != ReplicaState::Running || r.health_pending || now < r.next_health {
+                continue;
+            }
+            let Some(slot) = &r.slot else { continue };
+            r.health_pending = true;
+            let replica = slot.replica.clone();
+            let events = self.events.clone();
+            let id = r.id.clone();
+            r.tasks.push(tokio::spawn(async move {
+                let result = tokio::time::timeout(timeout, replica.check_health())
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+                let _ = events.send(Event::Health { id, result });
+            }));
+        }
+        // Keep the task lists short: drop finished helper tasks.
+        for r in &mut self.replicas {
+            r.tasks.retain(|t| !t.is_finished());
+        }
+    }
+
+    fn start_replica(&mut self) {
+        let id = format!("{}#{}", self.name, self.next_no);
+        self.next_no += 1;
+        let now = Instant::now();
+        let events = self.events.clone();
+        let loading_id = id.clone();
+        let start = ReplicaStart {
+            deployment: self.name.clone(),
+            replica_id: id.clone(),
+            user_config: self.config.user_config.clone(),
+            stages: self.stages.clone(),
+            on_loading: Arc::new(move || {
+                let _ = events.send(Event::Loading {
+                    id: loading_id.clone(),
+                });
+            }),
+        };
+        let backend = self.backend.clone();
+        let events = self.events.clone();
+        let task_id = id.clone();
+        tracing::info!(deployment = %self.name, replica = %id, "starting replica");
+        let task = tokio::spawn(async move {
+            let result = backend.start(start).await;
+            let _ = events.send(Event::Started {
+                id: task_id,
+                result,
+            });
+        });
+        self.replicas.push(ReplicaRecord {
+            id,
+            version: self.version,
+            state: ReplicaState::Starting,
+            reason: "constructing the model".into(),
+            slot: None,
+            since: now,
+            drain_deadline: now,
+            health_failures: 0,
+            next_health: now,
+            health_pending: false,
+            tasks: vec![task],
+        });
+    }
+
+    fn drain(&mut self, index: usize, reason: &str) {
+        let timeout = self.config.graceful_shutdown_timeout;
+        let r = &mut self.replicas[index];
+        tracing::info!(deployment = %self.name, replica = %r.id, reason, "draining replica");
+        r.state = ReplicaState::Draining;
+        r.reason = reason.to_owned();
+        r.drain_deadline = Instant::now() + timeout;
+    }
+
+    /// Moves the replicas towards the target.
+    fn reconcile(&mut self) {
+        let now = Instant::now();
+        // Replicas that finished draining (or ran out of time) stop.
+        for r in &mut self.replicas {
+            if r.is_stopping() && (r.ongoing() == 0 || now >= r.drain_deadline) {
+                if let Some(slot) = r.slot.take() {
+                    tokio::spawn(async move { slot.replica.stop().await });
+                }
+                r.state = ReplicaState::Stopped;
+            }
+        }
+        self.replicas.retain(|r| r.state != ReplicaState::Stopped);
+        if self.stopping {
+            self.publish();
+            return;
+        }
+
+        let v = self.version;
+        // Replicas of an older version that have not started yet are of no use.
+        self.replicas
+            .retain(|r| !(r.is_starting() && r.version != v));
+        let count = |s: &Self, f: &dyn Fn(&ReplicaRecord) -> bool| {
+            s.replicas.iter().filter(|r| f(r)).count()
+        };
+        let running_cur = count(self, &|r| {
+            r.state == ReplicaState::Running && r.version == v
+        });
+        let mut starting = count(self, &|r| r.is_starting());
+        let mut running_old = count(self, &|r| {
+            r.state == ReplicaState::Running && r.version != v
+        });
+
+        // Too many on the way: cancel the newest starting replicas.
+        while running_cur + starting > self.target && starting > 0 {
+            if let Some(pos) = self.replicas.iter().rposition(|r| r.is_starting()) {
+                self.replicas.remove(pos);
+            }
+            starting -= 1;
+        }
+        // Too few: start more, one at a time while updating or backing off.
+        let missing = self.target.saturating_sub(running_cur + starting);
+        let cautious = running_old > 0 || self.failures > 0;
+        let allowed = if cautious {
+            1usize.saturating_sub(starting)
+        } else {
+            missing
+        };
+        if now >= self.next_start {
+            for _ in 0..missing.min(allowed) {
+                self.start_replica();
+            }
+        }
+        // Old replicas go once new ones carry the load.
+        while running_cur + running_old > self.target && running_old > 0 {
+            if let Some(i) = self
+                .replicas
+                .iter()
+                .position(|r| r.state == ReplicaState::Running && r.version != v)
+            {
+                self.drain(i, "replaced by a new version");
+            }
+            running_old -= 1;
+        }
+        // Scale down: drain the least busy.
+        let mut running = running_cur;
+        while running > self.target {
+            let idle = self
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == ReplicaState::Running)
+                .min_by_key(|(_, r)| r.ongoing())
+                .map(|(i, _)| i);
+            if let Some(i) = idle {
+                self.drain(i, "scaling down");
+            }
+            running -= 1;
+        }
+        self.publish();
+    }
+
+    fn availability(&self, any_running: bool) -> Availability {
+        if self.stopping {
+            Availability::Stopped
+        } else if any_running {
+            Availability::Ready
+        } else if self.target == 0 {
+            Availability::ScaledToZero
+        } else if self.last_start_failed {
+            Availability::Failed(self.last_error.clone().unwrap_or_default())
+        } else if !self.ever_ready {
+            Availability::NotStarted
+        } else {
+            Availability::Recovering
+        }
+    }
+
+    /// Publishes the running replicas to the router if they changed.
+    fn publish(&mut self) {
+        let slots: Vec<Arc<ReplicaSlot>> = self
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .filter_map(|r| r.slot.clone())
+            .collect();
+        let ids: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
+        let availability = self.availability(!slots.is_empty());
+        if availability == Availability::ScaledToZero {
+            // From now on a deployment without replicas is coming back, not starting for
+            // the first time: requests wait for it.
+            self.ever_ready = true;
+        }
+        let next = (ids, availability.clone());
+        if self.published.as_ref() == Some(&next) {
+            return;
+        }
+        self.published = Some(next);
+        self.router.publish(ReplicaSet {
+            replicas: slots,
+            availability,
+            info: self.info.clone(),
+        });
+    }
+
+    /// Applies a new definition.
+    fn update(&mut self, d: Deployment, config: DeploymentConfig) {
+        let restart = !Arc::ptr_eq(&self.backend, &d.backend);
+        tracing::info!(deployment = %self.name, restart, "deployment updated");
+        self.router.set_limits(Limits {
+            max_queued: config.max_queued_requests,
+            request_timeout: config.request_timeout,
+        });
+        for r in &self.replicas {
+            if let Some(s) = &r.slot {
+                s.max_ongoing.store(
+                    config.max_ongoing_requests,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+        match (&mut self.autoscaler, &config.autoscaling) {
+            (Some(a), Some(c)) => a.reconfigure(c.clone()),
+            (None, Some(c)) => self.autoscaler = Some(Autoscaler::new(c.clone())),
+            (_, None) => {
+                self.autoscaler = None;
+                self.target = config.num_replicas;
+            }
+        }
+        if let Some(a) = &self.autoscaler {
+            let c = a.config();
+            self.target = self.target.clamp(c.min_replicas, c.max_replicas);
+        }
+        if restart {
+            self.version += 1;
+            self.backend = d.backend;
+        } else if config.user_config != self.config.user_config
+            && let Some(uc) = config.user_config.clone()
+        {
+            for r in &mut self.replicas {
+                let Some(s) = &r.slot else { continue };
+                let replica = s.replica.clone();
+                let uc = uc.clone();
+                let id = r.id.clone();
+                r.tasks.push(tokio::spawn(async move {
+                    if let Err(e) = replica.reconfigure(uc).await {
+                        tracing::error!(replica = %id, error = %e, "reconfigure failed");
+                    }
+                }));
+            }
+        }
+        self.config = config;
+    }
+
+    async fn shutdown(&mut self) {
+        self.stopping = true;
+        for i in 0..self.replicas.len() {
+            if self.replicas[i].state == ReplicaState::Running {
+                self.drain(i, "shutting down");
+            }
+        }
+        self.replicas.retain(|r| !r.is_starting());
+        loop {
+            self.reconcile();
+            self.report();
+            if self.replicas.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(deployment = %self.name, "deployment stopped");
+    }
+
+    /// Updates the status snapshot and the metrics.
+    fn report(&self) {
+        let running = self
+            .replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .count();
+        let updating = self.replicas.iter().any(|r| r.version != self.version);
+        let (status, message) = if self.stopping {
+            ("STOPPED", "shutting down".to_owned())
+        } else if running == 0 && self.target == 0 {
+            (
+                "SCALED_TO_ZERO",
+                "no replica until a request comes".to_owned(),
+            )
+        } else if running == 0 && self.failures > 0 {
+            (
+                "UNHEALTHY",
+                self.last_error
+                    .clone()
+                    .unwrap_or_else(|| "replicas keep failing".into()),
+            )
+        } else if running == 0 {
+            ("STARTING", "replicas are starting".to_owned())
+        } else if updating || running != self.target {
+            (
+                "UPDATING",
+                format!("{running} of {} replicas running", self.target),
+            )
+        } else {
+            ("HEALTHY", String::new())
+        };
+        let replicas: Vec<ReplicaStatus> = self
+            .replicas
+            .iter()
+            .map(|r| ReplicaStatus {
+                id: r.id.clone(),
+                state: r.state,
+                reason: r.reason.clone(),
+                ongoing_requests: r.ongoing(),
+                version: r.version,
+            })
+            .collect();
+        let ongoing = replicas.iter().map(|r| r.ongoing_requests).sum::<usize>();
+        for state in ReplicaState::ALL {
+            self.metrics.set_replicas(
+                state.as_str(),
+                replicas.iter().filter(|r| r.state == state).count(),
+            );
+        }
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.ongoing.set(as_i64(ongoing));
+        self.metrics.queued.set(as_i64(self.router.queued()));
+        self.metrics.target.set(as_i64(self.target));
+        let snapshot = DeploymentStatus {
+            name: self.name.clone(),
+            status: status.to_owned(),
+            message,
+            target_replicas: self.target,
+            autoscaling: self.autoscaler.as_ref().map(|a| AutoscalingStatus {
+                min_replicas: a.config().min_replicas,
+                max_replicas: a.config().max_replicas,
+                target_ongoing_requests: a.config().target_ongoing_requests,
+                average_load: a.average_load(),
+            }),
+            ongoing_requests: ongoing,
+            queued_requests: self.router.queued(),
+            restarts: self.restarts,
+            last_error: self.last_error.clone(),
+            replicas,
+        };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
 }
 
 /// The message of a panicked task, if it had one.

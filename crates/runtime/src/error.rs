@@ -58,6 +58,24 @@ pub enum InferError {
     /// The model failed.
     #[error("{0}")]
     Internal(String),
+    /// Every replica is busy and the queue is full.
+    #[error(
+        "deployment {name} is overloaded: every replica is at max_ongoing_requests and {queued} requests are queued; retry later"
+    )]
+    Overloaded {
+        /// Deployment name.
+        name: String,
+        /// Requests waiting when this one was refused.
+        queued: usize,
+    },
+    /// The request took longer than the deployment's `request_timeout_s`.
+    #[error("request to deployment {name} timed out after {after:?}")]
+    Timeout {
+        /// Deployment name.
+        name: String,
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl InferError {
@@ -69,6 +87,8 @@ impl InferError {
             InferError::InvalidInput(_) => "invalid_input",
             InferError::Unavailable(_) => "unavailable",
             InferError::Internal(_) => "internal",
+            InferError::Overloaded { .. } => "overloaded",
+            InferError::Timeout { .. } => "timeout",
         }
     }
 }

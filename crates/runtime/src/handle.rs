@@ -2,33 +2,27 @@
 //! controller.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
-use ferroserve_protocol::v2::{InferResponse, ModelMetadata};
-use tokio::sync::watch;
+use ferroserve_protocol::v2::{InferResponse, ModelMetadata, RequestedOutput};
 
-use crate::controller::ModelState;
-use crate::metrics::StageHistograms;
-use crate::{InferError, Model, Payload, Prediction, RequestContext};
+use crate::router::{Availability, Router};
+use crate::status::DeploymentStatus;
+use crate::{InferError, Payload, Prediction, RequestContext};
 
-/// The published state of a deployment, read-only here.
+/// A deployment as the handle sees it: its router and its status snapshot.
 pub(crate) struct DeploymentEntry {
     name: String,
-    state: watch::Receiver<ModelState>,
-    stages: StageHistograms,
+    router: Router,
+    status: Arc<Mutex<DeploymentStatus>>,
 }
 
 impl DeploymentEntry {
-    pub(crate) fn new(
-        name: String,
-        state: watch::Receiver<ModelState>,
-        stages: StageHistograms,
-    ) -> Self {
+    pub(crate) fn new(name: String, router: Router, status: Arc<Mutex<DeploymentStatus>>) -> Self {
         DeploymentEntry {
             name,
-            state,
-            stages,
+            router,
+            status,
         }
     }
 }
@@ -36,12 +30,14 @@ impl DeploymentEntry {
 /// A model's state as the outside world sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelStatus {
-    /// Loading.
+    /// Not serving yet (first start, or replacing a failed replica).
     Loading,
-    /// Loaded and serving.
+    /// Serving (or scaled to zero, and will start a replica on demand).
     Ready,
-    /// Failed to load; the message says why.
+    /// Replicas fail to start; the message says why.
     Failed(String),
+    /// Shutting down.
+    Stopped,
 }
 
 /// The entry point of every ingress into the runtime.
@@ -88,20 +84,6 @@ impl Handle {
             .ok_or_else(|| InferError::ModelNotFound(name.to_owned()))
     }
 
-    fn ready_model(&self, entry: &DeploymentEntry) -> Result<Arc<dyn Model>, InferError> {
-        match &*entry.state.borrow() {
-            ModelState::Ready(m) => Ok(m.clone()),
-            ModelState::Loading => Err(InferError::ModelNotReady {
-                name: entry.name.clone(),
-                detail: None,
-            }),
-            ModelState::Failed(why) => Err(InferError::ModelNotReady {
-                name: entry.name.clone(),
-                detail: Some(why.clone()),
-            }),
-        }
-    }
-
     /// Names of all deployments, ready or not, in registration order.
     pub fn model_names(&self) -> Vec<String> {
         self.inner
@@ -113,37 +95,37 @@ impl Handle {
 
     /// The state of a model.
     pub fn status(&self, name: &str) -> Result<ModelStatus, InferError> {
-        let entry = self.entry(name)?;
-        Ok(match &*entry.state.borrow() {
-            ModelState::Loading => ModelStatus::Loading,
-            ModelState::Ready(_) => ModelStatus::Ready,
-            ModelState::Failed(why) => ModelStatus::Failed(why.clone()),
+        let set = self.entry(name)?.router.replica_set();
+        Ok(match &set.availability {
+            Availability::Ready | Availability::ScaledToZero => ModelStatus::Ready,
+            Availability::NotStarted | Availability::Recovering => ModelStatus::Loading,
+            Availability::Failed(why) => ModelStatus::Failed(why.clone()),
+            Availability::Stopped => ModelStatus::Stopped,
         })
     }
 
-    /// Whether a model is loaded and its health check passes.
+    /// Whether a model can serve: it has a running replica, or is scaled to zero and starts
+    /// one on demand.
     pub async fn model_ready(&self, name: &str) -> Result<bool, InferError> {
-        let entry = self.entry(name)?;
-        match self.ready_model(entry) {
-            Ok(model) => Ok(model.healthy().await),
-            Err(_) => Ok(false),
-        }
+        Ok(self.status(name)? == ModelStatus::Ready)
     }
 
     /// Whether every model is ready.
     pub async fn server_ready(&self) -> bool {
-        for d in &self.inner.deployments {
-            if !self.model_ready(&d.name).await.unwrap_or(false) {
-                return false;
-            }
-        }
-        true
+        self.inner
+            .deployments
+            .iter()
+            .all(|d| matches!(self.status(&d.name), Ok(ModelStatus::Ready)))
     }
 
-    /// Metadata of a ready model.
+    /// Metadata of a model that has started at least once.
     pub fn metadata(&self, name: &str) -> Result<ModelMetadata, InferError> {
         let entry = self.entry(name)?;
-        let info = self.ready_model(entry)?.info();
+        let set = entry.router.replica_set();
+        let info = set.info.clone().ok_or_else(|| InferError::ModelNotReady {
+            name: name.to_owned(),
+            detail: None,
+        })?;
         Ok(ModelMetadata {
             name: entry.name.clone(),
             versions: None,
@@ -153,7 +135,20 @@ impl Handle {
         })
     }
 
-    /// Runs `preprocess` → `predict` → `postprocess` of model `name`.
+    /// Status snapshots of every deployment, with live request counts.
+    pub fn deployment_statuses(&self) -> Vec<DeploymentStatus> {
+        self.inner
+            .deployments
+            .iter()
+            .map(|d| {
+                let mut s = d.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                s.queued_requests = d.router.queued();
+                s
+            })
+            .collect()
+    }
+
+    /// Runs a request on a replica of deployment `name`: preprocess → predict → postprocess.
     ///
     /// For V2 the response gets the model name and the request id when the model left them
     /// unset, and only the requested outputs (an unknown requested output is invalid input).
@@ -164,7 +159,6 @@ impl Handle {
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
         let entry = self.entry(name)?;
-        let model = self.ready_model(entry)?;
         let v2_request = match &payload {
             Payload::V2(req) => {
                 req.validate()?;
@@ -172,18 +166,7 @@ impl Handle {
             }
             Payload::V1(_) => None,
         };
-
-        let t0 = Instant::now();
-        let payload = model.preprocess(payload, &ctx).await?;
-        let t1 = Instant::now();
-        let prediction = model.predict(payload, &ctx).await?;
-        let t2 = Instant::now();
-        let prediction = model.postprocess(prediction, &ctx).await?;
-        let t3 = Instant::now();
-        entry.stages.preprocess.observe((t1 - t0).as_secs_f64());
-        entry.stages.predict.observe((t2 - t1).as_secs_f64());
-        entry.stages.postprocess.observe((t3 - t2).as_secs_f64());
-
+        let prediction = entry.router.call(payload, ctx).await?;
         match (v2_request, prediction) {
             (Some((id, requested)), Prediction::V2(resp)) => {
                 finish_v2(resp, name, id, &requested).map(Prediction::V2)
@@ -203,7 +186,7 @@ fn finish_v2(
     mut resp: InferResponse,
     name: &str,
     id: Option<String>,
-    requested: &[ferroserve_protocol::v2::RequestedOutput],
+    requested: &[RequestedOutput],
 ) -> Result<InferResponse, InferError> {
     if resp.model_name.is_empty() {
         name.clone_into(&mut resp.model_name);

@@ -1,23 +1,34 @@
-//! The model runtime: the [`Model`] contract, deployments of models, and the [`Handle`] through
-//! which every ingress (HTTP, gRPC) reaches them.
+//! The model runtime, Ray Serve's shape inside one process: a model is served as a
+//! [`Deployment`] of N replicas, started, health-checked, restarted, updated and autoscaled by
+//! the [`Controller`], with requests spread over replicas by a router behind the [`Handle`]
+//! that every ingress (HTTP, gRPC) calls.
 //!
 //! Nothing here knows HTTP: errors are typed ([`InferError`]) and the server maps them to
-//! status codes. The [`Controller`] loads models in the background and publishes their state
-//! on `watch` channels; the handle reads those, so the request path never waits on the
-//! controller.
+//! status codes. The controller publishes each deployment's replica set to its router; the
+//! request path only reads it, so it never waits on the controller.
 
+mod autoscale;
 mod builtin;
+pub mod config;
 mod controller;
+mod deployment;
 mod error;
 mod handle;
 mod metrics;
 mod model;
+mod replica;
+mod router;
+mod status;
 
 pub use builtin::Identity;
-pub use controller::{Controller, ControllerError, DeploymentSpec, ModelFactory};
+pub use config::{AutoscalingOptions, ConfigError, DeploymentConfig, DeploymentOptions};
+pub use controller::{Controller, ControllerError, ModelFactory};
+pub use deployment::{Deployment, factory};
 pub use error::{InferError, ModelError};
 pub use handle::{Handle, ModelStatus};
 pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
+pub use replica::{LocalBackend, Replica, ReplicaBackend, ReplicaStart};
+pub use status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
 
 pub use ferroserve_protocol as protocol;

@@ -2,7 +2,9 @@
 //! existing dashboards keep working.
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -19,12 +21,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// Histograms of the preprocess, predict and postprocess stages per model.
+/// The runtime's metrics: stage histograms per model (KServe's names) and the state of each
+/// deployment (replicas by state, ongoing and queued requests, queue wait, restarts, rejected
+/// requests, autoscaling target).
 #[derive(Clone)]
 pub struct RuntimeMetrics {
     preprocess: Family<ModelLabel, Histogram>,
     predict: Family<ModelLabel, Histogram>,
     postprocess: Family<ModelLabel, Histogram>,
+    deployments: DeploymentFamilies,
 }
 
 impl std::fmt::Debug for RuntimeMetrics {
@@ -53,6 +58,7 @@ impl RuntimeMetrics {
             preprocess: new_family(),
             predict: new_family(),
             postprocess: new_family(),
+            deployments: DeploymentFamilies::new(registry),
         };
         registry.register(
             "request_preprocess_seconds",
@@ -77,6 +83,10 @@ impl RuntimeMetrics {
         Self::new(&mut Registry::default())
     }
 
+    pub(crate) fn deployment(&self, name: &str) -> DeploymentMetrics {
+        self.deployments.for_deployment(name)
+    }
+
     pub(crate) fn stages(&self, model: &str) -> StageHistograms {
         let label = ModelLabel {
             model_name: model.to_owned(),
@@ -85,6 +95,125 @@ impl RuntimeMetrics {
             preprocess: self.preprocess.get_or_create(&label).clone(),
             predict: self.predict.get_or_create(&label).clone(),
             postprocess: self.postprocess.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// Label set of per-deployment metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DeploymentLabel {
+    deployment: String,
+}
+
+/// Label set of the replica-count gauge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ReplicaStateLabels {
+    deployment: String,
+    state: &'static str,
+}
+
+/// Families of the per-deployment metrics, registered once.
+#[derive(Clone)]
+pub(crate) struct DeploymentFamilies {
+    replicas: Family<ReplicaStateLabels, Gauge>,
+    ongoing: Family<DeploymentLabel, Gauge>,
+    queued: Family<DeploymentLabel, Gauge>,
+    queue_wait: Family<DeploymentLabel, Histogram>,
+    restarts: Family<DeploymentLabel, Counter>,
+    rejected: Family<DeploymentLabel, Counter>,
+    target: Family<DeploymentLabel, Gauge>,
+}
+
+/// The metrics of one deployment, resolved once.
+#[derive(Clone)]
+pub(crate) struct DeploymentMetrics {
+    pub(crate) name: String,
+    families: DeploymentFamilies,
+    pub(crate) ongoing: Gauge,
+    pub(crate) queued: Gauge,
+    pub(crate) queue_wait: Histogram,
+    pub(crate) restarts: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) target: Gauge,
+}
+
+impl DeploymentMetrics {
+    /// Sets the number of replicas in `state`.
+    pub(crate) fn set_replicas(&self, state: &'static str, n: usize) {
+        self.families
+            .replicas
+            .get_or_create(&ReplicaStateLabels {
+                deployment: self.name.clone(),
+                state,
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+impl DeploymentFamilies {
+    fn new(registry: &mut Registry) -> Self {
+        let f = DeploymentFamilies {
+            replicas: Family::default(),
+            ongoing: Family::default(),
+            queued: Family::default(),
+            queue_wait: Family::new_with_constructor(|| {
+                Histogram::new(LATENCY_BUCKETS.iter().copied())
+            }),
+            restarts: Family::default(),
+            rejected: Family::default(),
+            target: Family::default(),
+        };
+        registry.register(
+            "ferroserve_deployment_replicas",
+            "Replicas of a deployment by state",
+            f.replicas.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_ongoing_requests",
+            "Requests running on a deployment's replicas",
+            f.ongoing.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_queued_requests",
+            "Requests waiting for a replica",
+            f.queued.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_queue_wait_seconds",
+            "Time requests waited for a replica",
+            f.queue_wait.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_replica_restarts",
+            "Replicas restarted after a failure",
+            f.restarts.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_rejected_requests",
+            "Requests refused because the queue was full",
+            f.rejected.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_target_replicas",
+            "The replica count the controller is aiming for (autoscaling target)",
+            f.target.clone(),
+        );
+        f
+    }
+
+    fn for_deployment(&self, name: &str) -> DeploymentMetrics {
+        let label = DeploymentLabel {
+            deployment: name.to_owned(),
+        };
+        DeploymentMetrics {
+            name: name.to_owned(),
+            families: self.clone(),
+            ongoing: self.ongoing.get_or_create(&label).clone(),
+            queued: self.queued.get_or_create(&label).clone(),
+            queue_wait: self.queue_wait.get_or_create(&label).clone(),
+            restarts: self.restarts.get_or_create(&label).clone(),
+            rejected: self.rejected.get_or_create(&label).clone(),
+            target: self.target.get_or_create(&label).clone(),
         }
     }
 }

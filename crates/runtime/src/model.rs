@@ -72,7 +72,14 @@ pub trait Model: Send + Sync + 'static {
         ModelInfo::default()
     }
 
-    /// Whether the loaded model can serve; checked by readiness probes.
+    /// Receives the deployment's `user_config`: once after `load`, then on every change,
+    /// without a restart (Ray Serve's `reconfigure`).
+    async fn reconfigure(&self, _user_config: &serde_json::Value) -> Result<(), ModelError> {
+        Ok(())
+    }
+
+    /// Whether the loaded model can serve; checked by the controller's health checks and by
+    /// readiness probes.
     async fn healthy(&self) -> bool {
         true
     }

@@ -41,9 +41,10 @@ impl ApiError {
         match self {
             ApiError::Infer(e) => match e {
                 InferError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-                InferError::ModelNotReady { .. } | InferError::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                InferError::ModelNotReady { .. }
+                | InferError::Unavailable(_)
+                | InferError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                InferError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
                 InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 InferError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },

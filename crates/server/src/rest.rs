@@ -14,6 +14,7 @@ use ferroserve_protocol::v2::ServerMetadata;
 use ferroserve_runtime::{InferError, Payload, Prediction, RequestContext};
 use prometheus_client::encoding::text::encode;
 use serde_json::json;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::body::{self, Chunks};
 use crate::{ApiError, AppState};
@@ -40,8 +41,12 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/v2/models/{name}/versions/{version}/infer",
             post(versioned),
         )
+        .route("/-/status", get(admin_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Request bodies may be gzip or deflate (tritonclient's request_compression_algorithm);
+        // the size limit applies to the decompressed bytes.
+        .layer(RequestDecompressionLayer::new())
         .with_state(state)
 }
 
@@ -88,6 +93,7 @@ async fn readiness(s: &AppState, name: &str) -> Result<Response, ApiError> {
         // Says why (e.g. the load error) through the runtime's not-ready error.
         let detail = match s.handle.status(name)? {
             ferroserve_runtime::ModelStatus::Failed(why) => Some(why),
+            ferroserve_runtime::ModelStatus::Stopped => Some("It is shutting down.".to_owned()),
             _ => None,
         };
         Err(InferError::ModelNotReady {
@@ -125,6 +131,11 @@ async fn versioned(
         "model '{name}' has no version '{version}': ferroserve models are unversioned, use /v2/models/{name}"
     ))
     .into_response()
+}
+
+/// Admin route read by `ferroserve status`: every deployment and its replicas.
+async fn admin_status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "deployments": s.handle.deployment_statuses() }))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

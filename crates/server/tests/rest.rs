@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ferroserve_runtime::DeploymentSpec;
+use ferroserve_runtime::Deployment;
 use ferroserve_server::ServerConfig;
 use serde_json::json;
 
@@ -52,7 +52,7 @@ async fn health_and_server_metadata() {
 async fn server_is_ready_only_when_every_model_is() {
     let s = TestServer::start(vec![
         identity(),
-        DeploymentSpec::new("slow", || SlowLoad(Duration::from_millis(400))),
+        Deployment::new("slow", || SlowLoad(Duration::from_millis(400))),
     ])
     .await;
     s.wait_model("identity", 200).await;
@@ -85,7 +85,7 @@ async fn server_is_ready_only_when_every_model_is() {
 
 #[tokio::test]
 async fn a_failed_load_says_why() {
-    let s = TestServer::start(vec![DeploymentSpec::new("broken", || FailingLoad)]).await;
+    let s = TestServer::start(vec![Deployment::new("broken", || FailingLoad)]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, body) = s.get("/v2/models/broken/ready").await;
     assert_eq!(status, 503);
@@ -224,7 +224,7 @@ async fn json_is_json_whatever_the_content_type() {
 
 #[tokio::test]
 async fn parameters_and_headers_reach_the_model() {
-    let s = TestServer::start(vec![DeploymentSpec::new("echo", || Echo)]).await;
+    let s = TestServer::start(vec![Deployment::new("echo", || Echo)]).await;
     s.wait_model("echo", 200).await;
     let r = s
         .client
@@ -540,7 +540,7 @@ fn futures_stream(
 
 #[tokio::test]
 async fn model_errors_map_to_status_codes() {
-    let s = TestServer::start(vec![DeploymentSpec::new("failing", || Failing)]).await;
+    let s = TestServer::start(vec![Deployment::new("failing", || Failing)]).await;
     s.wait_model("failing", 200).await;
     for (mode, status) in [("invalid", 400), ("unavailable", 503), ("other", 500)] {
         let (got, body) = s
@@ -609,7 +609,7 @@ async fn metrics_count_requests_by_model_and_status() {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
-    let mut s = TestServer::start(vec![DeploymentSpec::new("slow", || {
+    let mut s = TestServer::start(vec![Deployment::new("slow", || {
         SlowPredict(Duration::from_millis(300))
     })])
     .await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferroserve_runtime::protocol::v2::InferResponse;
 use ferroserve_runtime::{
-    Controller, DeploymentSpec, Identity, Model, ModelError, Payload, Prediction, RequestContext,
+    Controller, Deployment, Identity, Model, ModelError, Payload, Prediction, RequestContext,
     RuntimeMetrics,
 };
 use ferroserve_server::{AppState, HttpMetrics, ServerConfig};
@@ -23,11 +23,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(specs: Vec<DeploymentSpec>) -> TestServer {
+    pub async fn start(specs: Vec<Deployment>) -> TestServer {
         Self::start_with(specs, ServerConfig::default()).await
     }
 
-    pub async fn start_with(specs: Vec<DeploymentSpec>, config: ServerConfig) -> TestServer {
+    pub async fn start_with(specs: Vec<Deployment>, config: ServerConfig) -> TestServer {
         let mut registry = Registry::default();
         let runtime_metrics = RuntimeMetrics::new(&mut registry);
         let metrics = HttpMetrics::new(&mut registry);
@@ -47,7 +47,7 @@ impl TestServer {
             })
             .await
             .unwrap();
-            controller.shutdown();
+            controller.shutdown().await;
         });
         TestServer {
             base,
@@ -110,8 +110,8 @@ impl Drop for TestServer {
 }
 
 /// Identity under the name `identity`.
-pub fn identity() -> DeploymentSpec {
-    DeploymentSpec::new("identity", || Identity)
+pub fn identity() -> Deployment {
+    Deployment::new("identity", || Identity)
 }
 
 /// A model whose `load` takes `delay` and then succeeds.

@@ -1,0 +1,374 @@
+//! Deployment options, in two stages: [`DeploymentOptions`] mirrors what a user writes (YAML
+//! or the Rust builder), every field optional; [`DeploymentConfig`] is the validated form with
+//! defaults applied. Names, meanings and defaults are Ray Serve's unless noted.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default `max_ongoing_requests` (Ray Serve's since 2.32).
+pub const DEFAULT_MAX_ONGOING_REQUESTS: usize = 5;
+/// Default `max_queued_requests`. Ray's default is unbounded; ours is bounded so that overload
+/// answers 503 quickly instead of growing memory.
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 128;
+
+/// Deployment options as written; `None` means "use the default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentOptions {
+    /// Fixed number of replicas (default 1). Cannot be combined with `autoscaling_config`.
+    pub num_replicas: Option<usize>,
+    /// Most requests a replica works on at once (default 5).
+    pub max_ongoing_requests: Option<usize>,
+    /// Most requests waiting for a replica; beyond it the answer is 503 (default 128; `-1`
+    /// means unbounded, as in Ray).
+    pub max_queued_requests: Option<i64>,
+    /// Scale the replica count with load.
+    pub autoscaling_config: Option<AutoscalingOptions>,
+    /// Seconds between health checks of a replica (default 10).
+    pub health_check_period_s: Option<f64>,
+    /// Seconds a health check may take (default 30).
+    pub health_check_timeout_s: Option<f64>,
+    /// Seconds a stopping replica gets to finish its requests (default 20).
+    pub graceful_shutdown_timeout_s: Option<f64>,
+    /// Seconds a request may take, queue included; then the caller gets a timeout error
+    /// (default: none).
+    pub request_timeout_s: Option<f64>,
+    /// Free-form configuration handed to the model's `reconfigure`, changeable without restart.
+    pub user_config: Option<serde_json::Value>,
+}
+
+/// Autoscaling options as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingOptions {
+    /// Fewest replicas (default 1; 0 scales to zero).
+    pub min_replicas: Option<usize>,
+    /// Most replicas (default 1, as Ray).
+    pub max_replicas: Option<usize>,
+    /// Replicas at start (default `min_replicas`).
+    pub initial_replicas: Option<usize>,
+    /// Desired ongoing + queued requests per replica (default 2).
+    pub target_ongoing_requests: Option<f64>,
+    /// Seconds an upscale decision must hold (default 30).
+    pub upscale_delay_s: Option<f64>,
+    /// Seconds a downscale decision must hold (default 600).
+    pub downscale_delay_s: Option<f64>,
+    /// Gain on upscale steps (default 1).
+    pub upscaling_factor: Option<f64>,
+    /// Gain on downscale steps (default 1).
+    pub downscaling_factor: Option<f64>,
+    /// Seconds between load samples (default 10 in Ray; here the controller samples every
+    /// control tick and this only bounds it from above).
+    pub metrics_interval_s: Option<f64>,
+    /// Seconds of load averaged for a decision (default 30).
+    pub look_back_period_s: Option<f64>,
+}
+
+/// A deployment option that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The option, e.g. `autoscaling_config.max_replicas`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Validated deployment options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentConfig {
+    /// Replica count when not autoscaling.
+    pub num_replicas: usize,
+    /// Per-replica in-flight limit.
+    pub max_ongoing_requests: usize,
+    /// Queue bound; `None` is unbounded.
+    pub max_queued_requests: Option<usize>,
+    /// Autoscaling, when on.
+    pub autoscaling: Option<AutoscalingConfig>,
+    /// Health-check period.
+    pub health_check_period: Duration,
+    /// Health-check timeout.
+    pub health_check_timeout: Duration,
+    /// Drain time of a stopping replica.
+    pub graceful_shutdown_timeout: Duration,
+    /// Per-request time limit.
+    pub request_timeout: Option<Duration>,
+    /// Handed to `Model::reconfigure`.
+    pub user_config: Option<serde_json::Value>,
+}
+
+/// Validated autoscaling options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingConfig {
+    /// Fewest replicas.
+    pub min_replicas: usize,
+    /// Most replicas.
+    pub max_replicas: usize,
+    /// Replicas at start.
+    pub initial_replicas: usize,
+    /// Desired load per replica.
+    pub target_ongoing_requests: f64,
+    /// Upscale hysteresis.
+    pub upscale_delay: Duration,
+    /// Downscale hysteresis.
+    pub downscale_delay: Duration,
+    /// Upscale gain.
+    pub upscaling_factor: f64,
+    /// Downscale gain.
+    pub downscaling_factor: f64,
+    /// Longest time between load samples.
+    pub metrics_interval: Duration,
+    /// Averaging window.
+    pub look_back_period: Duration,
+}
+
+fn seconds(
+    field: &str,
+    v: Option<f64>,
+    default: f64,
+    allow_zero: bool,
+) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or(default);
+    if !s.is_finite() || s < 0.0 || (!allow_zero && s == 0.0) || s > 1e9 {
+        return Err(invalid(
+            field,
+            format!(
+                "{s} must be a number of seconds {}",
+                if allow_zero { ">= 0" } else { "> 0" }
+            ),
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl DeploymentOptions {
+    /// Applies defaults and checks every option; the error names the field.
+    pub fn validate(&self) -> Result<DeploymentConfig, ConfigError> {
+        let max_ongoing_requests = self
+            .max_ongoing_requests
+            .unwrap_or(DEFAULT_MAX_ONGOING_REQUESTS);
+        if max_ongoing_requests == 0 {
+            return Err(invalid("max_ongoing_requests", "must be at least 1"));
+        }
+        let max_queued_requests = match self.max_queued_requests {
+            None => Some(DEFAULT_MAX_QUEUED_REQUESTS),
+            Some(-1) => None,
+            Some(n) if n >= 0 => Some(n as usize),
+            Some(n) => {
+                return Err(invalid(
+                    "max_queued_requests",
+                    format!("{n} must be >= 0, or -1 for unbounded"),
+                ));
+            }
+        };
+        if self.num_replicas.is_some() && self.autoscaling_config.is_some() {
+            return Err(invalid(
+                "num_replicas",
+                "cannot be set together with autoscaling_config (set autoscaling_config.initial_replicas instead)",
+            ));
+        }
+        let num_replicas = self.num_replicas.unwrap_or(1);
+        if num_replicas == 0 {
+            return Err(invalid(
+                "num_replicas",
+                "must be at least 1 (use autoscaling_config.min_replicas: 0 to scale to zero)",
+            ));
+        }
+        let autoscaling = self
+            .autoscaling_config
+            .as_ref()
+            .map(AutoscalingOptions::validate)
+            .transpose()?;
+        let health_check_period = seconds(
+            "health_check_period_s",
+            self.health_check_period_s,
+            10.0,
+            false,
+        )?;
+        let health_check_timeout = seconds(
+            "health_check_timeout_s",
+            self.health_check_timeout_s,
+            30.0,
+            false,
+        )?;
+        let graceful_shutdown_timeout = seconds(
+            "graceful_shutdown_timeout_s",
+            self.graceful_shutdown_timeout_s,
+            20.0,
+            true,
+        )?;
+        let request_timeout = self
+            .request_timeout_s
+            .map(|s| seconds("request_timeout_s", Some(s), 0.0, false))
+            .transpose()?;
+        Ok(DeploymentConfig {
+            num_replicas,
+            max_ongoing_requests,
+            max_queued_requests,
+            autoscaling,
+            health_check_period,
+            health_check_timeout,
+            graceful_shutdown_timeout,
+            request_timeout,
+            user_config: self.user_config.clone(),
+        })
+    }
+}
+
+impl AutoscalingOptions {
+    fn validate(&self) -> Result<AutoscalingConfig, ConfigError> {
+        let f = |name: &str| format!("autoscaling_config.{name}");
+        let min_replicas = self.min_replicas.unwrap_or(1);
+        let max_replicas = self.max_replicas.unwrap_or(1.max(min_replicas));
+        if max_replicas == 0 {
+            return Err(invalid(&f("max_replicas"), "must be at least 1"));
+        }
+        if min_replicas > max_replicas {
+            return Err(invalid(
+                &f("min_replicas"),
+                format!("{min_replicas} is above max_replicas ({max_replicas})"),
+            ));
+        }
+        let initial_replicas = self.initial_replicas.unwrap_or(min_replicas);
+        if initial_replicas < min_replicas || initial_replicas > max_replicas {
+            return Err(invalid(
+                &f("initial_replicas"),
+                format!(
+                    "{initial_replicas} is outside [min_replicas, max_replicas] = [{min_replicas}, {max_replicas}]"
+                ),
+            ));
+        }
+        let positive = |name: &str, v: Option<f64>, default: f64| {
+            let x = v.unwrap_or(default);
+            if x.is_finite() && x > 0.0 {
+                Ok(x)
+            } else {
+                Err(invalid(&f(name), format!("{x} must be a number > 0")))
+            }
+        };
+        Ok(AutoscalingConfig {
+            min_replicas,
+            max_replicas,
+            initial_replicas,
+            target_ongoing_requests: positive(
+                "target_ongoing_requests",
+                self.target_ongoing_requests,
+                2.0,
+            )?,
+            upscale_delay: seconds(&f("upscale_delay_s"), self.upscale_delay_s, 30.0, true)?,
+            downscale_delay: seconds(&f("downscale_delay_s"), self.downscale_delay_s, 600.0, true)?,
+            upscaling_factor: positive("upscaling_factor", self.upscaling_factor, 1.0)?,
+            downscaling_factor: positive("downscaling_factor", self.downscaling_factor, 1.0)?,
+            metrics_interval: seconds(
+                &f("metrics_interval_s"),
+                self.metrics_interval_s,
+                10.0,
+                false,
+            )?,
+            look_back_period: seconds(
+                &f("look_back_period_s"),
+                self.look_back_period_s,
+                30.0,
+                false,
+            )?,
+        })
+    }
+}
+
+impl DeploymentConfig {
+    /// The replica count to start with.
+    pub fn initial_replicas(&self) -> usize {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.num_replicas, |a| a.initial_replicas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_ray_serves_except_the_queue_bound() {
+        let c = DeploymentOptions::default().validate().unwrap();
+        assert_eq!(c.num_replicas, 1);
+        assert_eq!(c.max_ongoing_requests, 5);
+        assert_eq!(c.max_queued_requests, Some(DEFAULT_MAX_QUEUED_REQUESTS));
+        assert_eq!(c.health_check_period, Duration::from_secs(10));
+        assert_eq!(c.health_check_timeout, Duration::from_secs(30));
+        assert_eq!(c.graceful_shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(c.request_timeout, None);
+        let a = AutoscalingOptions::default().validate().unwrap();
+        assert_eq!(
+            (a.min_replicas, a.max_replicas, a.initial_replicas),
+            (1, 1, 1)
+        );
+        assert_eq!(a.target_ongoing_requests, 2.0);
+        assert_eq!(a.upscale_delay, Duration::from_secs(30));
+        assert_eq!(a.downscale_delay, Duration::from_secs(600));
+        assert_eq!(a.look_back_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let field = |o: DeploymentOptions| o.validate().unwrap_err().field;
+        assert_eq!(
+            field(DeploymentOptions {
+                max_ongoing_requests: Some(0),
+                ..Default::default()
+            }),
+            "max_ongoing_requests"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                max_queued_requests: Some(-5),
+                ..Default::default()
+            }),
+            "max_queued_requests"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                health_check_period_s: Some(-1.0),
+                ..Default::default()
+            }),
+            "health_check_period_s"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                num_replicas: Some(2),
+                autoscaling_config: Some(AutoscalingOptions::default()),
+                ..Default::default()
+            }),
+            "num_replicas"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                autoscaling_config: Some(AutoscalingOptions {
+                    min_replicas: Some(3),
+                    max_replicas: Some(2),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "autoscaling_config.min_replicas"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                autoscaling_config: Some(AutoscalingOptions {
+                    target_ongoing_requests: Some(0.0),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "autoscaling_config.target_ongoing_requests"
+        );
+    }
+}

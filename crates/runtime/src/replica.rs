@@ -1,0 +1,304 @@
+//! Replicas: one running instance of a model, as the router and controller see it.
+//!
+//! [`Replica`] and [`ReplicaBackend`] are the abstraction that an in-process Rust model
+//! ([`LocalBackend`]) and, later, a Python worker process both fill. A local replica runs on an
+//! OS thread of its own with a single-threaded Tokio runtime: a CPU-bound `predict` blocks only
+//! its replica, N replicas use N cores, and an `async` predict still overlaps requests. Requests
+//! reach the thread as commands carrying a `oneshot` for the reply; each runs in its own task so
+//! that a panic fails that request, marks the replica dead, and leaves the thread serving the
+//! others until the controller replaces it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::controller::{ModelFactory, panic_message};
+use crate::metrics::StageHistograms;
+use crate::{InferError, Model, ModelError, ModelInfo, Payload, Prediction, RequestContext};
+
+/// One running, loaded instance of a model.
+#[async_trait]
+pub trait Replica: Send + Sync + 'static {
+    /// Runs preprocess → predict → postprocess. Dropping the future abandons the request.
+    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError>;
+    /// Checks the replica's health; `Err` says why it is unhealthy.
+    async fn check_health(&self) -> Result<(), String>;
+    /// Hands a new `user_config` to the model without restarting it.
+    async fn reconfigure(&self, user_config: serde_json::Value) -> Result<(), String>;
+    /// What the model says about itself.
+    fn info(&self) -> ModelInfo;
+    /// Stops the replica. Called after its requests drained (or the drain timed out).
+    async fn stop(&self);
+    /// `Some(reason)` once the replica has died on its own (crash, panic).
+    fn died(&self) -> watch::Receiver<Option<String>>;
+}
+
+/// What a backend needs to start a replica.
+#[derive(Clone)]
+pub struct ReplicaStart {
+    /// Deployment name.
+    pub deployment: String,
+    /// Replica id, unique within the deployment's lifetime (e.g. `iris#3`).
+    pub replica_id: String,
+    /// Handed to the model's `reconfigure` before it is marked running.
+    pub user_config: Option<serde_json::Value>,
+    pub(crate) stages: StageHistograms,
+    pub(crate) on_loading: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReplicaStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaStart")
+            .field("deployment", &self.deployment)
+            .field("replica_id", &self.replica_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaStart {
+    /// Tells the controller that construction is done and `load` is running.
+    pub fn loading(&self) {
+        (self.on_loading)();
+    }
+}
+
+/// Starts replicas of one kind.
+#[async_trait]
+pub trait ReplicaBackend: Send + Sync + 'static {
+    /// Makes and loads a replica; returns once it can serve, or why it could not start.
+    async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String>;
+}
+
+/// Replicas of an in-process Rust model, each on its own thread.
+pub struct LocalBackend {
+    factory: ModelFactory,
+}
+
+impl LocalBackend {
+    /// A backend making models with `factory`.
+    pub fn new(factory: ModelFactory) -> Self {
+        LocalBackend { factory }
+    }
+}
+
+enum Command {
+    Infer {
+        payload: Payload,
+        ctx: RequestContext,
+        reply: oneshot::Sender<Result<Prediction, InferError>>,
+    },
+    Health {
+        reply: oneshot::Sender<bool>,
+    },
+    Reconfigure {
+        user_config: serde_json::Value,
+        reply: oneshot::Sender<Result<(), ModelError>>,
+    },
+}
+
+/// A replica running on its own thread; commands go over `commands`.
+struct LocalReplica {
+    id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    info: ModelInfo,
+    died: watch::Receiver<Option<String>>,
+}
+
+#[async_trait]
+impl ReplicaBackend for LocalBackend {
+    async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let factory = self.factory.clone();
+        let thread_name = format!("replica-{}", start.replica_id);
+        let id = start.replica_id.clone();
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || replica_thread(factory, start, ready_tx))
+            .map_err(|e| format!("cannot spawn the replica thread: {e}"))?;
+        let (commands, info, died) = ready_rx
+            .await
+            .map_err(|_| "the replica thread exited during start-up".to_owned())??;
+        Ok(Arc::new(LocalReplica {
+            id,
+            commands,
+            info,
+            died,
+        }))
+    }
+}
+
+type Ready = Result<
+    (
+        mpsc::UnboundedSender<Command>,
+        ModelInfo,
+        watch::Receiver<Option<String>>,
+    ),
+    String,
+>;
+
+/// The body of a replica thread: make and load the model, then serve commands until every
+/// sender is gone.
+fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Sender<Ready>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the replica runtime: {e}")));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let loaded = tokio::spawn({
+            let start = start.clone();
+            async move {
+                let mut model = factory()?;
+                start.loading();
+                model.load().await?;
+                if let Some(uc) = &start.user_config {
+                    model.reconfigure(uc).await?;
+                }
+                Ok::<_, ModelError>(Arc::<dyn Model>::from(model))
+            }
+        })
+        .await;
+        let model = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+            Err(join) => {
+                let _ = ready.send(Err(format!("panicked: {}", panic_message(join))));
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (died_tx, died_rx) = watch::channel(None);
+        let died_tx = Arc::new(died_tx);
+        if ready.send(Ok((tx, model.info(), died_rx))).is_err() {
+            return;
+        }
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Infer { payload, ctx, reply } => {
+                    let model = model.clone();
+                    let stages = start.stages.clone();
+                    let died = died_tx.clone();
+                    let id = start.replica_id.clone();
+                    tokio::spawn(async move {
+                        let mut work = tokio::spawn(pipeline(model, payload, ctx, stages));
+                        let mut reply = reply;
+                        tokio::select! {
+                            outcome = &mut work => {
+                                let result = outcome.unwrap_or_else(|join| {
+                                    let msg = format!("replica {id} panicked in predict: {}", panic_message(join));
+                                    tracing::error!(replica = %id, error = %msg, "replica panicked");
+                                    died.send_replace(Some(msg.clone()));
+                                    Err(InferError::Internal(msg))
+                                });
+                                let _ = reply.send(result);
+                            }
+                            () = reply.closed() => work.abort(),
+                        }
+                    });
+                }
+                Command::Health { reply } => {
+                    let model = model.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(model.healthy().await);
+                    });
+                }
+                Command::Reconfigure { user_config, reply } => {
+                    let model = model.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(model.reconfigure(&user_config).await);
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// preprocess → predict → postprocess, timed per stage.
+async fn pipeline(
+    model: Arc<dyn Model>,
+    payload: Payload,
+    ctx: RequestContext,
+    stages: StageHistograms,
+) -> Result<Prediction, InferError> {
+    let t0 = Instant::now();
+    let payload = model.preprocess(payload, &ctx).await?;
+    let t1 = Instant::now();
+    let prediction = model.predict(payload, &ctx).await?;
+    let t2 = Instant::now();
+    let prediction = model.postprocess(prediction, &ctx).await?;
+    let t3 = Instant::now();
+    stages.preprocess.observe((t1 - t0).as_secs_f64());
+    stages.predict.observe((t2 - t1).as_secs_f64());
+    stages.postprocess.observe((t3 - t2).as_secs_f64());
+    Ok(prediction)
+}
+
+impl LocalReplica {
+    fn gone(&self) -> InferError {
+        InferError::Internal(format!(
+            "replica {} stopped while handling the request",
+            self.id
+        ))
+    }
+}
+
+#[async_trait]
+impl Replica for LocalReplica {
+    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Infer {
+                payload,
+                ctx,
+                reply,
+            })
+            .map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    async fn check_health(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Health { reply })
+            .map_err(|_| "replica thread is gone".to_owned())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the model's health check returned false".to_owned()),
+            Err(_) => Err("the health check panicked or the replica is gone".to_owned()),
+        }
+    }
+
+    async fn reconfigure(&self, user_config: serde_json::Value) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Reconfigure { user_config, reply })
+            .map_err(|_| "replica thread is gone".to_owned())?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("reconfigure panicked or the replica is gone".to_owned()),
+        }
+    }
+
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    async fn stop(&self) {
+        // The thread ends when its command channel closes, that is when this replica (the last
+        // sender) is dropped; nothing to wait for here.
+    }
+
+    fn died(&self) -> watch::Receiver<Option<String>> {
+        self.died.clone()
+    }
+}

@@ -1,0 +1,366 @@
+//! The router of one deployment: picks a replica for each request by the power of two choices
+//! on in-flight counts, never above a replica's `max_ongoing_requests`; otherwise the request
+//! waits in a bounded FIFO queue, and beyond `max_queued_requests` it is refused at once.
+//!
+//! The replica set is published by the controller (an [`ArcSwap`] read per request, so the
+//! request path never waits on the controller). A request holds a [`Permit`] on its replica
+//! while it runs; releasing it hands the freed capacity to the oldest waiter. A waiter whose
+//! caller went away (client disconnect, timeout) leaves the queue when its future is dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+use crate::metrics::DeploymentMetrics;
+use crate::replica::Replica;
+use crate::{InferError, ModelInfo, Payload, Prediction, RequestContext};
+
+/// A replica as the router sees it: the replica and its in-flight count.
+pub(crate) struct ReplicaSlot {
+    pub(crate) id: String,
+    pub(crate) replica: Arc<dyn Replica>,
+    /// Requests holding a permit on this replica.
+    pub(crate) ongoing: AtomicUsize,
+    /// Its `max_ongoing_requests` (updatable without restart).
+    pub(crate) max_ongoing: AtomicUsize,
+}
+
+impl ReplicaSlot {
+    pub(crate) fn new(id: String, replica: Arc<dyn Replica>, max_ongoing: usize) -> Self {
+        ReplicaSlot {
+            id,
+            replica,
+            ongoing: AtomicUsize::new(0),
+            max_ongoing: AtomicUsize::new(max_ongoing),
+        }
+    }
+
+    /// Takes one unit of capacity if there is some.
+    fn try_take(&self) -> bool {
+        let max = self.max_ongoing.load(Ordering::Relaxed);
+        self.ongoing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn ongoing(&self) -> usize {
+        self.ongoing.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a deployment with no running replica should queue requests or refuse them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Availability {
+    /// First start-up: not ready yet (503, as KServe answers).
+    NotStarted,
+    /// Has running replicas.
+    Ready,
+    /// Replacing a replica that died; requests wait.
+    Recovering,
+    /// Scaled to zero; a request waits while one starts.
+    ScaledToZero,
+    /// Replicas cannot start: requests are refused with the reason.
+    Failed(String),
+    /// Shutting down.
+    Stopped,
+}
+
+/// What the controller publishes to the router.
+pub(crate) struct ReplicaSet {
+    pub(crate) replicas: Vec<Arc<ReplicaSlot>>,
+    pub(crate) availability: Availability,
+    /// The model's metadata, from the latest replica that started.
+    pub(crate) info: Option<ModelInfo>,
+}
+
+/// Per-request limits, updatable without restart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_queued: Option<usize>,
+    pub(crate) request_timeout: Option<Duration>,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Result<Permit, InferError>>,
+}
+
+pub(crate) struct RouterInner {
+    name: String,
+    set: ArcSwap<ReplicaSet>,
+    limits: ArcSwap<Limits>,
+    queue: Mutex<VecDeque<Waiter>>,
+    /// Length of `queue`, readable without the lock.
+    queued: AtomicUsize,
+    next_waiter: AtomicU64,
+    metrics: DeploymentMetrics,
+}
+
+/// The router of one deployment. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Router {
+    inner: Arc<RouterInner>,
+}
+
+/// The right to run one request on one replica; gives the capacity back when dropped.
+pub(crate) struct Permit {
+    slot: Option<Arc<ReplicaSlot>>,
+    router: Arc<RouterInner>,
+}
+
+impl Permit {
+    /// Gives the capacity back without waking the queue (used while the queue is locked).
+    fn release_quietly(mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.ongoing.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.ongoing.fetch_sub(1, Ordering::AcqRel);
+            if self.router.queued.load(Ordering::SeqCst) > 0 {
+                self.router.dispatch();
+            }
+        }
+    }
+}
+
+/// Removes its waiter from the queue if the request is dropped while waiting.
+struct QueueGuard<'a> {
+    router: &'a RouterInner,
+    id: u64,
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        let mut q = self.router.lock_queue();
+        if let Some(pos) = q.iter().position(|w| w.id == self.id) {
+            q.remove(pos);
+            self.router.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Router {
+    pub(crate) fn new(name: String, limits: Limits, metrics: DeploymentMetrics) -> Self {
+        Router {
+            inner: Arc::new(RouterInner {
+                name,
+                set: ArcSwap::from_pointee(ReplicaSet {
+                    replicas: Vec::new(),
+                    availability: Availability::NotStarted,
+                    info: None,
+                }),
+                limits: ArcSwap::from_pointee(limits),
+                queue: Mutex::new(VecDeque::new()),
+                queued: AtomicUsize::new(0),
+                next_waiter: AtomicU64::new(0),
+                metrics,
+            }),
+        }
+    }
+
+    /// Publishes a new replica set and serves waiters that it can.
+    pub(crate) fn publish(&self, set: ReplicaSet) {
+        self.inner.set.store(Arc::new(set));
+        self.inner.dispatch();
+    }
+
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        self.inner.limits.store(Arc::new(limits));
+    }
+
+    pub(crate) fn replica_set(&self) -> Arc<ReplicaSet> {
+        self.inner.set.load_full()
+    }
+
+    /// Requests waiting for a replica.
+    pub(crate) fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs a request on a replica, waiting in the queue if all are busy.
+    pub(crate) async fn call(
+        &self,
+        payload: Payload,
+        ctx: RequestContext,
+    ) -> Result<Prediction, InferError> {
+        let timeout = self.inner.limits.load().request_timeout;
+        let work = async {
+            let permit = self.acquire().await?;
+            let replica = permit.slot.as_ref().map(|s| s.replica.clone());
+            match replica {
+                Some(r) => r.infer(payload, ctx).await,
+                None => Err(InferError::Internal("permit without replica".into())),
+            }
+        };
+        match timeout {
+            None => work.await,
+            Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
+                Err(InferError::Timeout {
+                    name: self.inner.name.clone(),
+                    after: t,
+                })
+            }),
+        }
+    }
+
+    async fn acquire(&self) -> Result<Permit, InferError> {
+        let inner = &self.inner;
+        {
+            let set = inner.set.load();
+            // FIFO: with waiters queued, a newcomer goes behind them.
+            if inner.queued.load(Ordering::SeqCst) == 0
+                && let Some(p) = inner.try_acquire(&set.replicas)
+            {
+                return Ok(p);
+            }
+            if set.replicas.is_empty()
+                && let Some(e) = inner.refusal(&set.availability)
+            {
+                return Err(e);
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = inner.next_waiter.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut q = inner.lock_queue();
+            let max = inner.limits.load().max_queued;
+            if let Some(max) = max
+                && q.len() >= max
+            {
+                inner.metrics.rejected.inc();
+                return Err(InferError::Overloaded {
+                    name: inner.name.clone(),
+                    queued: q.len(),
+                });
+            }
+            q.push_back(Waiter { id, tx });
+            inner.queued.fetch_add(1, Ordering::SeqCst);
+        }
+        let _guard = QueueGuard { router: inner, id };
+        let started = Instant::now();
+        inner.dispatch();
+        let outcome = rx.await;
+        inner
+            .metrics
+            .queue_wait
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(r) => r,
+            Err(_) => Err(InferError::Internal(
+                "the router dropped a waiting request".into(),
+            )),
+        }
+    }
+}
+
+impl RouterInner {
+    fn lock_queue(&self) -> MutexGuard<'_, VecDeque<Waiter>> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // operation is a single push/pop/remove), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The error for a request that cannot wait, if the deployment refuses requests.
+    fn refusal(&self, availability: &Availability) -> Option<InferError> {
+        match availability {
+            Availability::Ready | Availability::Recovering | Availability::ScaledToZero => None,
+            Availability::NotStarted => Some(InferError::ModelNotReady {
+                name: self.name.clone(),
+                detail: None,
+            }),
+            Availability::Failed(why) => Some(InferError::ModelNotReady {
+                name: self.name.clone(),
+                detail: Some(why.clone()),
+            }),
+            Availability::Stopped => Some(InferError::Unavailable(format!(
+                "deployment {} is shutting down",
+                self.name
+            ))),
+        }
+    }
+
+    /// Power of two choices: the less busy of two random replicas, else any with capacity.
+    fn try_acquire(self: &Arc<Self>, replicas: &[Arc<ReplicaSlot>]) -> Option<Permit> {
+        let n = replicas.len();
+        let permit = |slot: &Arc<ReplicaSlot>| Permit {
+            slot: Some(slot.clone()),
+            router: self.clone(),
+        };
+        match n {
+            0 => return None,
+            1 => return replicas[0].try_take().then(|| permit(&replicas[0])),
+            _ => {}
+        }
+        let i = fastrand::usize(..n);
+        let j = (i + 1 + fastrand::usize(..n - 1)) % n;
+        let (a, b) = if replicas[i].ongoing() <= replicas[j].ongoing() {
+            (i, j)
+        } else {
+            (j, i)
+        };
+        for k in [a, b] {
+            if replicas[k].try_take() {
+                return Some(permit(&replicas[k]));
+            }
+        }
+        (0..n)
+            .map(|k| (i + k) % n)
+            .find(|&k| replicas[k].try_take())
+            .map(|k| permit(&replicas[k]))
+    }
+
+    /// Hands free capacity to waiters, oldest first; fails them all if the deployment now
+    /// refuses requests.
+    fn dispatch(self: &Arc<Self>) {
+        let mut q = self.lock_queue();
+        while let Some(front) = q.front() {
+            if front.tx.is_closed() {
+                q.pop_front();
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let set = self.set.load();
+            if set.replicas.is_empty()
+                && let Some(e) = self.refusal(&set.availability)
+            {
+                for w in q.drain(..) {
+                    let _ = w.tx.send(Err(clone_refusal(&e)));
+                }
+                self.queued.store(0, Ordering::SeqCst);
+                return;
+            }
+            let Some(permit) = self.try_acquire(&set.replicas) else {
+                return;
+            };
+            let Some(w) = q.pop_front() else {
+                permit.release_quietly();
+                return;
+            };
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            if let Err(Ok(permit)) = w.tx.send(Ok(permit)) {
+                permit.release_quietly();
+            }
+        }
+    }
+}
+
+fn clone_refusal(e: &InferError) -> InferError {
+    match e {
+        InferError::ModelNotReady { name, detail } => InferError::ModelNotReady {
+            name: name.clone(),
+            detail: detail.clone(),
+        },
+        other => InferError::Unavailable(other.to_string()),
+    }
+}
