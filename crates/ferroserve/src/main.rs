@@ -21,6 +21,18 @@ struct Cli {
 enum Command {
     /// Serve models: the iris example and `identity` unless a config file says otherwise.
     Serve(ServeArgs),
+    /// Show each deployment and replica of a running server.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Address of the server's HTTP port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    address: String,
+    /// Print the raw JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -49,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Status(args) => status(args),
     }
 }
 
@@ -74,6 +87,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = ferroserve::server::bind(&config).await?;
         ferroserve::server::run(config, listener, shutdown_signal()).await
     })
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let deployments = runtime.block_on(ferroserve::status::fetch(&args.address))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&deployments)?);
+    } else {
+        print!("{}", ferroserve::status::render(&deployments));
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -73,6 +73,17 @@ async fn serve_with_no_config_serves_the_example_and_identity_and_stops_on_sigte
         .await
         .unwrap();
     assert_eq!(r, serde_json::json!({"predictions": [0, 1, 2]}));
+    let status = Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["status", "--address", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("iris  HEALTHY  target=1"), "{text}");
+    assert!(
+        text.contains("iris#0") && text.contains("running"),
+        "{text}"
+    );
     assert_eq!(terminate(&mut child), 0);
 }
 

@@ -65,10 +65,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if matches!(self, ApiError::Infer(InferError::Overloaded { .. })) {
+            // Overload is brief by design (the queue is bounded): tell clients when to retry.
+            return (status, [(http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }

@@ -633,3 +633,124 @@ async fn shutdown_finishes_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(reqwest::Client::new().get(s.url("/")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn overload_is_a_quick_503_with_retry_after() {
+    let s = TestServer::start(vec![
+        Deployment::new("slow", || SlowPredict(Duration::from_millis(300)))
+            .max_ongoing_requests(1)
+            .max_queued_requests(1),
+    ])
+    .await;
+    s.wait_model("slow", 200).await;
+    let url = s.url("/v1/models/slow:predict");
+    let spawn = |client: reqwest::Client, url: String| {
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .body(r#"{"instances":[1]}"#)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let running = spawn(s.client.clone(), url.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = spawn(s.client.clone(), url.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = std::time::Instant::now();
+    let r = s
+        .client
+        .post(&url)
+        .body(r#"{"instances":[1]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "refusal took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(error_of(&body).contains("overloaded"), "{body}");
+    assert_eq!(running.await.unwrap().status().as_u16(), 200);
+    assert_eq!(queued.await.unwrap().status().as_u16(), 200);
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"ferroserve_deployment_rejected_requests_total{deployment="slow"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_past_request_timeout_s_is_a_408() {
+    let s = TestServer::start(vec![
+        Deployment::new("slow", || SlowPredict(Duration::from_secs(5))).request_timeout_s(0.1),
+    ])
+    .await;
+    s.wait_model("slow", 200).await;
+    let (status, body) = s
+        .post("/v1/models/slow:predict", r#"{"instances":[1]}"#)
+        .await;
+    assert_eq!(status, 408);
+    assert!(error_of(&body).contains("timed out"), "{body}");
+}
+
+#[tokio::test]
+async fn the_status_route_shows_deployments_and_replicas() {
+    let s = TestServer::start(vec![
+        identity().num_replicas(2),
+        Deployment::new("broken", || FailingLoad),
+    ])
+    .await;
+    s.wait_model("identity", 200).await;
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        body = s.get("/-/status").await.1;
+        if body["deployments"][0]["replicas"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["state"] == "running"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let identity = &body["deployments"][0];
+    assert_eq!(identity["name"], "identity");
+    assert_eq!(identity["status"], "HEALTHY", "{body}");
+    assert_eq!(identity["target_replicas"], 2);
+    assert_eq!(identity["replicas"][0]["state"], "running");
+    let broken = &body["deployments"][1];
+    assert_eq!(broken["name"], "broken");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("weights file is corrupt"),
+        "{body}"
+    );
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"ferroserve_deployment_replicas{deployment="identity",state="running"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"ferroserve_deployment_target_replicas{deployment="identity"} 2"#));
+}
