@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferroserve_runtime::{Controller, RuntimeMetrics};
+use ferroserve_runtime::{Controller, Deployment, RuntimeMetrics};
 use ferroserve_server::{AppState, HttpMetrics, ServerConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -21,16 +21,43 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let deployments = config.deployments.iter().map(deployment).collect();
+    let server = ServerConfig {
+        max_request_bytes: config.max_request_bytes,
+    };
+    serve_deployments(deployments, server, listener, shutdown).await
+}
+
+/// Serves any deployments (e.g. of your own Rust models) on `listener` until `shutdown`
+/// completes, with the same shutdown behaviour as [`run`].
+///
+/// ```no_run
+/// # async fn example() -> anyhow::Result<()> {
+/// use ferroserve_runtime::{Deployment, Identity};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let deployments = vec![Deployment::new("echo", || Identity).num_replicas(2)];
+/// ferroserve::server::serve_deployments(
+///     deployments,
+///     ferroserve_server::ServerConfig::default(),
+///     listener,
+///     async { let _ = tokio::signal::ctrl_c().await; },
+/// )
+/// .await
+/// # }
+/// ```
+pub async fn serve_deployments(
+    deployments: Vec<Deployment>,
+    server: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let runtime_metrics = RuntimeMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
-    let deployments = config.deployments.iter().map(deployment).collect();
     let (controller, handle) = Controller::start(deployments, runtime_metrics)?;
     let state = AppState {
         handle,
-        config: Arc::new(ServerConfig {
-            max_request_bytes: config.max_request_bytes,
-        }),
+        config: Arc::new(server),
         metrics: http_metrics,
         registry: Arc::new(registry),
     };
