@@ -12,8 +12,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Error as _, SerializeMap, SerializeSeq};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::parameters::deserialize_optional;
 use crate::tensor::{check_data, element_count};
@@ -477,10 +476,25 @@ pub(crate) fn write_response(
     binary: &[bool],
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
-    let mut ser = serde_json::Serializer::new(out);
-    ResponseView { resp, binary }
-        .serialize(&mut ser)
-        .map_err(|e| ProtocolError::Request(format!("cannot encode the response as JSON: {e}")))
+    let mut obj = Object::begin(out);
+    obj.key("model_name");
+    write_string(obj.out, &resp.model_name);
+    if let Some(v) = &resp.model_version {
+        obj.key("model_version");
+        write_string(obj.out, v);
+    }
+    if let Some(id) = &resp.id {
+        obj.key("id");
+        write_string(obj.out, id);
+    }
+    if !resp.parameters.is_empty() {
+        obj.key("parameters");
+        write_serde(obj.out, &resp.parameters)?;
+    }
+    obj.key("outputs");
+    write_tensors(obj.out, &resp.outputs, binary)?;
+    obj.end();
+    Ok(())
 }
 
 /// Writes a request's JSON: `id`, `parameters`, `inputs`, `outputs`. Inputs flagged in
@@ -490,167 +504,190 @@ pub(crate) fn write_request(
     binary: &[bool],
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
-    let mut ser = serde_json::Serializer::new(out);
-    RequestView { req, binary }
-        .serialize(&mut ser)
-        .map_err(|e| ProtocolError::Request(format!("cannot encode the request as JSON: {e}")))
+    let mut obj = Object::begin(out);
+    if let Some(id) = &req.id {
+        obj.key("id");
+        write_string(obj.out, id);
+    }
+    if !req.parameters.is_empty() {
+        obj.key("parameters");
+        write_serde(obj.out, &req.parameters)?;
+    }
+    obj.key("inputs");
+    write_tensors(obj.out, &req.inputs, binary)?;
+    if !req.outputs.is_empty() {
+        obj.key("outputs");
+        write_serde(obj.out, &req.outputs)?;
+    }
+    obj.end();
+    Ok(())
 }
 
-struct RequestView<'a> {
-    req: &'a InferRequest,
-    binary: &'a [bool],
+/// A JSON object being written: tracks the commas between members.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
 }
 
-impl Serialize for RequestView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.req;
-        let mut map = s.serialize_map(None)?;
-        if let Some(id) = &r.id {
-            map.serialize_entry("id", id)?;
+impl<'a> Object<'a> {
+    fn begin(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    /// Writes `"key":` (keys here never need escaping).
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
         }
-        if !r.parameters.is_empty() {
-            map.serialize_entry("parameters", &r.parameters)?;
-        }
-        map.serialize_entry(
-            "inputs",
-            &TensorsView {
-                tensors: &r.inputs,
-                binary: self.binary,
-            },
-        )?;
-        if !r.outputs.is_empty() {
-            map.serialize_entry("outputs", &r.outputs)?;
-        }
-        map.end()
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
     }
 }
 
-struct ResponseView<'a> {
-    resp: &'a InferResponse,
-    binary: &'a [bool],
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-impl Serialize for ResponseView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.resp;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("model_name", &r.model_name)?;
-        if let Some(v) = &r.model_version {
-            map.serialize_entry("model_version", v)?;
+fn write_serde<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), ProtocolError> {
+    serde_json::to_writer(&mut *out, value)
+        .map_err(|e| ProtocolError::Request(format!("cannot encode as JSON: {e}")))
+}
+
+fn write_tensors(
+    out: &mut Vec<u8>,
+    tensors: &[Tensor],
+    binary: &[bool],
+) -> Result<(), ProtocolError> {
+    out.push(b'[');
+    for (i, t) in tensors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        if let Some(id) = &r.id {
-            map.serialize_entry("id", id)?;
-        }
-        if !r.parameters.is_empty() {
-            map.serialize_entry("parameters", &r.parameters)?;
-        }
-        map.serialize_entry(
-            "outputs",
-            &TensorsView {
-                tensors: &r.outputs,
-                binary: self.binary,
-            },
-        )?;
-        map.end()
+        write_tensor(out, t, binary.get(i).copied().unwrap_or(false))?;
     }
-}
-
-/// A list of input or output tensors.
-struct TensorsView<'a> {
-    tensors: &'a [Tensor],
-    binary: &'a [bool],
-}
-
-impl Serialize for TensorsView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.tensors.len()))?;
-        for (i, t) in self.tensors.iter().enumerate() {
-            seq.serialize_element(&TensorView {
-                tensor: t,
-                binary: self.binary.get(i).copied().unwrap_or(false),
-            })?;
-        }
-        seq.end()
-    }
+    out.push(b']');
+    Ok(())
 }
 
 /// One tensor: name, datatype, shape, parameters, and `data` unless it goes binary.
-struct TensorView<'a> {
-    tensor: &'a Tensor,
-    binary: bool,
-}
-
-impl Serialize for TensorView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.tensor;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("name", &t.name)?;
-        map.serialize_entry("datatype", &t.datatype)?;
-        map.serialize_entry("shape", &t.shape)?;
-        if self.binary {
-            let mut params = t.parameters.clone();
-            params.insert(
-                "binary_data_size".to_owned(),
-                crate::Parameter::Int(i64::try_from(t.data.len()).unwrap_or(i64::MAX)),
-            );
-            map.serialize_entry("parameters", &params)?;
-        } else {
-            if !t.parameters.is_empty() {
-                map.serialize_entry("parameters", &t.parameters)?;
-            }
-            map.serialize_entry("data", &DataView(t))?;
+fn write_tensor(out: &mut Vec<u8>, t: &Tensor, binary: bool) -> Result<(), ProtocolError> {
+    let mut obj = Object::begin(out);
+    obj.key("name");
+    write_string(obj.out, &t.name);
+    obj.key("datatype");
+    write_string(obj.out, t.datatype.as_str());
+    obj.key("shape");
+    write_serde(obj.out, &t.shape)?;
+    if binary {
+        let mut params = t.parameters.clone();
+        params.insert(
+            "binary_data_size".to_owned(),
+            crate::Parameter::Int(i64::try_from(t.data.len()).unwrap_or(i64::MAX)),
+        );
+        obj.key("parameters");
+        write_serde(obj.out, &params)?;
+    } else {
+        if !t.parameters.is_empty() {
+            obj.key("parameters");
+            write_serde(obj.out, &t.parameters)?;
         }
-        map.end()
+        obj.key("data");
+        write_data(obj.out, t)?;
     }
+    obj.end();
+    Ok(())
 }
 
-/// Serializes a tensor's buffer as a flat JSON array.
-struct DataView<'a>(&'a Tensor);
+/// Writes a tensor's buffer as a flat JSON array. Non-finite floats are written as `NaN`,
+/// `Infinity` and `-Infinity`, as Python's `json` module (and so tritonclient and the kserve
+/// client) reads and writes them, rather than as a silent `null`.
+fn write_data(out: &mut Vec<u8>, t: &Tensor) -> Result<(), ProtocolError> {
+    let data = &t.data[..];
+    out.reserve(data.len() * 2 + 2);
+    out.push(b'[');
+    let mut ints = itoa::Buffer::new();
+    let mut floats = ryu::Buffer::new();
+    macro_rules! each {
+        ($t:ty, |$v:ident| $write:expr) => {{
+            for (i, c) in data.chunks_exact(std::mem::size_of::<$t>()).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let $v = <$t as crate::Element>::read_le(c);
+                $write;
+            }
+        }};
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            each!($t, |v| out.extend_from_slice(ints.format(v).as_bytes()))
+        };
+    }
+    macro_rules! float {
+        ($t:ty, $conv:expr) => {
+            each!($t, |v| {
+                let x = $conv(v);
+                if x.is_finite() {
+                    out.extend_from_slice(floats.format_finite(x).as_bytes());
+                } else {
+                    out.extend_from_slice(non_finite(x.is_nan(), x.is_sign_negative()));
+                }
+            })
+        };
+    }
+    match t.datatype {
+        DataType::Bool => {
+            for (i, &b) in data.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(if b != 0 { b"true" } else { b"false" });
+            }
+        }
+        DataType::Uint8 => int!(u8),
+        DataType::Uint16 => int!(u16),
+        DataType::Uint32 => int!(u32),
+        DataType::Uint64 => int!(u64),
+        DataType::Int8 => int!(i8),
+        DataType::Int16 => int!(i16),
+        DataType::Int32 => int!(i32),
+        DataType::Int64 => int!(i64),
+        DataType::Fp16 => float!(half::f16, |v: half::f16| v.to_f32()),
+        DataType::Bf16 => float!(half::bf16, |v: half::bf16| v.to_f32()),
+        DataType::Fp32 => float!(f32, |v: f32| v),
+        DataType::Fp64 => float!(f64, |v: f64| v),
+        DataType::Bytes => {
+            for (i, e) in t.byte_strings().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let s = std::str::from_utf8(e).map_err(|_| {
+                    ProtocolError::tensor(
+                        &t.name,
+                        format!("element {i} is not valid UTF-8; request it as binary data"),
+                    )
+                })?;
+                write_string(out, s);
+            }
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
 
-impl Serialize for DataView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.0;
-        let data = &t.data[..];
-        let mut seq = s.serialize_seq(None)?;
-        macro_rules! each {
-            ($t:ty, $f:expr) => {{
-                for c in data.chunks_exact(std::mem::size_of::<$t>()) {
-                    let v = <$t as crate::Element>::read_le(c);
-                    seq.serialize_element(&$f(v))?;
-                }
-            }};
-        }
-        match t.datatype {
-            DataType::Bool => {
-                for &b in data {
-                    seq.serialize_element(&(b != 0))?;
-                }
-            }
-            DataType::Uint8 => each!(u8, |v| v),
-            DataType::Uint16 => each!(u16, |v| v),
-            DataType::Uint32 => each!(u32, |v| v),
-            DataType::Uint64 => each!(u64, |v| v),
-            DataType::Int8 => each!(i8, |v| v),
-            DataType::Int16 => each!(i16, |v| v),
-            DataType::Int32 => each!(i32, |v| v),
-            DataType::Int64 => each!(i64, |v| v),
-            DataType::Fp16 => each!(half::f16, |v: half::f16| v.to_f32()),
-            DataType::Bf16 => each!(half::bf16, |v: half::bf16| v.to_f32()),
-            DataType::Fp32 => each!(f32, |v| v),
-            DataType::Fp64 => each!(f64, |v| v),
-            DataType::Bytes => {
-                for (i, e) in t.byte_strings().enumerate() {
-                    let s = std::str::from_utf8(e).map_err(|_| {
-                        S::Error::custom(format!(
-                            "output '{}' element {i} is not valid UTF-8; request it as binary data",
-                            t.name
-                        ))
-                    })?;
-                    seq.serialize_element(s)?;
-                }
-            }
-        }
-        seq.end()
+fn non_finite(nan: bool, negative: bool) -> &'static [u8] {
+    match (nan, negative) {
+        (true, _) => b"NaN",
+        (false, false) => b"Infinity",
+        (false, true) => b"-Infinity",
     }
 }
 
@@ -724,6 +761,27 @@ mod tests {
         let body = r#"{"inputs":[{"data":[1,-2],"name":"a","shape":[2],"datatype":"INT64"}]}"#;
         let r = decode_request(body.as_bytes()).unwrap();
         assert_eq!(r.inputs[0].to_vec::<i64>().unwrap(), vec![1, -2]);
+    }
+
+    #[test]
+    fn non_finite_floats_are_written_as_python_json_literals() {
+        let resp = InferResponse {
+            model_name: "m".into(),
+            outputs: vec![
+                Tensor::from_values(
+                    "o",
+                    vec![4],
+                    &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5],
+                )
+                .unwrap(),
+            ],
+            ..Default::default()
+        };
+        let json = String::from_utf8(encode_response(&resp).unwrap()).unwrap();
+        assert!(
+            json.contains(r#""data":[NaN,Infinity,-Infinity,0.5]"#),
+            "{json}"
+        );
     }
 
     #[test]
