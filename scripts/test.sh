@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/python-venv.sh
+export FERROSERVE_TEST_PYTHON="$PWD/.venv/bin/python"
 cargo build --locked --workspace
 cargo test --locked --workspace
 FERROSERVE_BIN="${FERROSERVE_BIN:-$PWD/target/debug/ferroserve}" scripts/test-python.sh "$@"

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use ferroserve_python::PythonSpec;
 use ferroserve_runtime::DeploymentOptions;
 use serde::Deserialize;
 
@@ -14,8 +15,10 @@ pub const DEFAULT_GRPC_PORT: u16 = 8081;
 /// Default request body limit: 64 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
-/// The config file, as written. Each deployment has a `name`, a `model` (and `weights` for
-/// models that take them) and Ray Serve's deployment options beside them:
+/// The config file, as written. Each deployment has a `name`, what to serve — a built-in
+/// `model` (and `weights` for models that take them) or a `python` class (with an optional
+/// `runtime_env`: `py_executable`, `env_vars`, `working_dir`) — and Ray Serve's deployment
+/// options beside them:
 ///
 /// ```yaml
 /// http_port: 8080
@@ -28,6 +31,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 ///     weights: examples/iris/weights.json   # relative to this file
 ///     max_ongoing_requests: 8
 ///     autoscaling_config: {min_replicas: 1, max_replicas: 4}
+///   - name: custom
+///     python: model.py:MyModel               # or package.module:MyModel
+///     runtime_env: {py_executable: .venv/bin/python, env_vars: {OMP_NUM_THREADS: "1"}}
+///     num_replicas: 4
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +83,65 @@ pub enum ModelKind {
         /// Weights file; `None` uses the embedded copy.
         weights: Option<PathBuf>,
     },
+    /// A Python class run in worker processes.
+    Python(PythonSpec),
+}
+
+/// `runtime_env` of a Python deployment, as written (Ray Serve's names).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeEnv {
+    /// The interpreter, or a virtualenv directory (its `bin/python` is used).
+    py_executable: Option<PathBuf>,
+    /// Environment variables of the workers.
+    #[serde(default)]
+    env_vars: std::collections::BTreeMap<String, String>,
+    /// The workers' working directory.
+    working_dir: Option<PathBuf>,
+}
+
+/// Builds the spec of a `python:` deployment; relative paths are taken from `base`.
+fn python_spec(
+    at: &str,
+    target: &str,
+    runtime_env: Option<serde_json::Value>,
+    base: &Path,
+) -> anyhow::Result<PythonSpec> {
+    let Some((module, class)) = target.rsplit_once(':') else {
+        bail!("{at}.python: '{target}' must be 'file.py:Class' or 'module:Class'");
+    };
+    if module.is_empty() || class.is_empty() {
+        bail!("{at}.python: '{target}' must be 'file.py:Class' or 'module:Class'");
+    }
+    let target = if module.ends_with(".py") || module.contains('/') {
+        let path = base.join(module);
+        if !path.is_file() {
+            bail!("{at}.python: {} is not a file", path.display());
+        }
+        format!("{}:{class}", path.display())
+    } else {
+        target.to_owned()
+    };
+    let env: RuntimeEnv = match runtime_env {
+        None => RuntimeEnv::default(),
+        Some(v) => serde_json::from_value(v).map_err(|e| anyhow!("{at}.runtime_env: {e}"))?,
+    };
+    let mut spec = PythonSpec::new(target);
+    if let Some(py) = env.py_executable {
+        let py = if py.components().count() > 1 {
+            base.join(py)
+        } else {
+            py
+        };
+        spec.py_executable = if py.is_dir() {
+            py.join("bin").join("python")
+        } else {
+            py
+        };
+    }
+    spec.env_vars = env.env_vars;
+    spec.working_dir = env.working_dir.map(|w| base.join(w));
+    Ok(spec)
 }
 
 impl Config {
@@ -145,10 +211,33 @@ impl Config {
                 Some(serde_json::Value::String(w)) => Some(base.join(w)),
                 Some(_) => bail!("{at}.weights: a path is required"),
             };
-            let model = match fields.remove("model") {
-                Some(serde_json::Value::String(m)) => m,
-                _ => bail!("{at}.model: a model name is required ('identity' or 'iris')"),
+            let python = fields.remove("python");
+            let runtime_env = fields.remove("runtime_env");
+            let model = match (fields.remove("model"), python) {
+                (Some(_), Some(_)) => bail!("{at}: set either 'model' or 'python', not both"),
+                (None, Some(serde_json::Value::String(target))) => {
+                    if weights.is_some() {
+                        bail!("{at}.weights: only for built-in models");
+                    }
+                    let spec = python_spec(&at, &target, runtime_env, base)?;
+                    deployments.push(DeploymentConfig {
+                        options: deployment_options(&at, fields)?,
+                        name,
+                        model: ModelKind::Python(spec),
+                    });
+                    continue;
+                }
+                (None, Some(_)) => {
+                    bail!("{at}.python: a 'file.py:Class' or 'module:Class' string is required")
+                }
+                (Some(serde_json::Value::String(m)), None) => m,
+                _ => bail!(
+                    "{at}.model: a model name ('identity' or 'iris') or a 'python' class is required"
+                ),
             };
+            if runtime_env.is_some() {
+                bail!("{at}.runtime_env: only for python deployments");
+            }
             let model = match model.as_str() {
                 "identity" => {
                     if weights.is_some() {
@@ -161,14 +250,10 @@ impl Config {
                     bail!("{at}.model: unknown model '{other}' (expected 'identity' or 'iris')")
                 }
             };
-            let options: DeploymentOptions =
-                serde_json::from_value(serde_json::Value::Object(fields))
-                    .map_err(|e| anyhow!("{at}: {e}"))?;
-            options.validate().map_err(|e| anyhow!("{at}.{e}"))?;
             deployments.push(DeploymentConfig {
+                options: deployment_options(&at, fields)?,
                 name,
                 model,
-                options,
             });
         }
         if file.max_request_bytes == Some(0) {
@@ -181,6 +266,17 @@ impl Config {
             deployments,
         })
     }
+}
+
+/// The remaining fields of a deployment: Ray Serve's options.
+fn deployment_options(
+    at: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<DeploymentOptions> {
+    let options: DeploymentOptions = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| anyhow!("{at}: {e}"))?;
+    options.validate().map_err(|e| anyhow!("{at}.{e}"))?;
+    Ok(options)
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("FERROSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -1,6 +1,9 @@
 //! Turns configured deployments into runtime deployments.
 
+use std::sync::Arc;
+
 use ferroserve_example_iris::{IrisModel, WeightsSource};
+use ferroserve_python::PythonBackend;
 use ferroserve_runtime::{Deployment, Identity};
 
 use crate::config::{DeploymentConfig, ModelKind};
@@ -14,6 +17,9 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
                 .clone()
                 .map_or(WeightsSource::Embedded, WeightsSource::File);
             Deployment::new(d.name.clone(), move || IrisModel::new(source.clone()))
+        }
+        ModelKind::Python(spec) => {
+            Deployment::from_backend(d.name.clone(), Arc::new(PythonBackend::new(spec.clone())))
         }
     };
     deployment.options(d.options.clone())

@@ -486,6 +486,7 @@ impl Actor {
             deployment: self.name.clone(),
             replica_id: id.clone(),
             user_config: self.config.user_config.clone(),
+            request_timeout: self.config.request_timeout,
             stages: self.stages.clone(),
             on_loading: Arc::new(move || {
                 let _ = events.send(Event::Loading {

@@ -33,6 +33,11 @@ pub trait Replica: Send + Sync + 'static {
     async fn stop(&self);
     /// `Some(reason)` once the replica has died on its own (crash, panic).
     fn died(&self) -> watch::Receiver<Option<String>>;
+
+    /// Whether the replica can still take requests (it has not died).
+    fn alive(&self) -> bool {
+        self.died().borrow().is_none()
+    }
 }
 
 /// What a backend needs to start a replica.
@@ -44,6 +49,8 @@ pub struct ReplicaStart {
     pub replica_id: String,
     /// Handed to the model's `reconfigure` before it is marked running.
     pub user_config: Option<serde_json::Value>,
+    /// The deployment's `request_timeout_s`: a backend may replace a replica stuck past it.
+    pub request_timeout: Option<std::time::Duration>,
     pub(crate) stages: StageHistograms,
     pub(crate) on_loading: Arc<dyn Fn() + Send + Sync>,
 }

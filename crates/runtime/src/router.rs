@@ -196,12 +196,21 @@ impl Router {
     ) -> Result<Prediction, InferError> {
         let timeout = self.inner.limits.load().request_timeout;
         let work = async {
-            let permit = self.acquire().await?;
-            let replica = permit.slot.as_ref().map(|s| s.replica.clone());
-            match replica {
-                Some(r) => r.infer(payload, ctx).await,
-                None => Err(InferError::Internal("permit without replica".into())),
-            }
+            // A replica that died after it was published is skipped: the controller is about
+            // to replace it, and this request should not fail for it.
+            let mut tries = 0;
+            let replica = loop {
+                let permit = self.acquire().await?;
+                let Some(slot) = permit.slot.clone() else {
+                    return Err(InferError::Internal("permit without replica".into()));
+                };
+                tries += 1;
+                if slot.replica.alive() || tries >= 3 {
+                    break (permit, slot);
+                }
+            };
+            let (_permit, slot) = replica;
+            slot.replica.infer(payload, ctx).await
         };
         match timeout {
             None => work.await,
@@ -310,7 +319,7 @@ impl RouterInner {
             (j, i)
         };
         for k in [a, b] {
-            if replicas[k].try_take() {
+            if replicas[k].replica.alive() && replicas[k].try_take() {
                 return Some(permit(&replicas[k]));
             }
         }

@@ -1,0 +1,256 @@
+//! Frames between ferroserve and a Python worker.
+//!
+//! A frame is `u32 LE header length | u64 LE payload length | header | payload`. The header is
+//! UTF-8 JSON with a `type` and, for requests and their replies, an `id`; the payload is raw
+//! tensor bytes at the offsets the header gives. Messages:
+//!
+//! | to the worker | from the worker |
+//! |---|---|
+//! | `infer` (`protocol` `v2` with `request`, or `v1` with `body`; `headers`) | `result` (`response` or `body`), or `error` (`kind`, `message`) |
+//! | `health` | `health` (`ok`) |
+//! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
+//! | `cancel` (the caller went away) | |
+//! | | `ready` (`info`) once `load()` returned, or `load_failed` (`error`: the traceback) |
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferroserve_protocol::v2::{RequestedOutput, TensorMetadata};
+use ferroserve_protocol::{DataType, Parameters};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest header accepted from a worker.
+const MAX_HEADER: u32 = 64 << 20;
+/// Largest payload accepted from a worker.
+const MAX_PAYLOAD: u64 = 16 << 30;
+
+/// A tensor in a header: its metadata and where its bytes are in the payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub datatype: DataType,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Tensor parameters.
+    #[serde(default)]
+    pub parameters: Parameters,
+    /// Byte offset in the payload.
+    pub offset: u64,
+    /// Byte length in the payload.
+    pub length: u64,
+}
+
+/// A V2 request in a header.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireRequest {
+    /// Request id.
+    pub id: Option<String>,
+    /// Request parameters.
+    pub parameters: Parameters,
+    /// Inputs.
+    pub inputs: Vec<WireTensor>,
+    /// Requested outputs.
+    pub outputs: Vec<RequestedOutput>,
+}
+
+/// A V2 response in a header.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireResponse {
+    /// Model name.
+    #[serde(default)]
+    pub model_name: String,
+    /// Request id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Response parameters.
+    #[serde(default)]
+    pub parameters: Parameters,
+    /// Outputs.
+    pub outputs: Vec<WireTensor>,
+}
+
+/// What the worker says about the model.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WireInfo {
+    /// Platform name.
+    #[serde(default)]
+    pub platform: String,
+    /// Input signatures.
+    #[serde(default)]
+    pub inputs: Vec<TensorMetadata>,
+    /// Output signatures.
+    #[serde(default)]
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// Messages to a worker.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker<'a> {
+    /// Run a request.
+    Infer {
+        /// Pairs the reply.
+        id: u64,
+        /// `v1` or `v2`.
+        protocol: &'static str,
+        /// The V2 request.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<WireRequest>,
+        /// The V1 body.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<&'a serde_json::Value>,
+        /// Request headers.
+        headers: HashMap<&'a str, &'a str>,
+    },
+    /// Check health.
+    Health {
+        /// Pairs the reply.
+        id: u64,
+    },
+    /// Apply a new `user_config`.
+    Reconfigure {
+        /// Pairs the reply.
+        id: u64,
+        /// The new configuration.
+        user_config: &'a serde_json::Value,
+    },
+    /// The caller of request `id` went away.
+    Cancel {
+        /// The request.
+        id: u64,
+    },
+}
+
+/// Messages from a worker.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// `load()` returned: the worker serves.
+    Ready {
+        /// Model metadata.
+        #[serde(default)]
+        info: WireInfo,
+    },
+    /// Construction or `load()` raised.
+    LoadFailed {
+        /// The traceback.
+        error: String,
+    },
+    /// A request's answer.
+    Result {
+        /// The request.
+        id: u64,
+        /// V2 answer.
+        #[serde(default)]
+        response: Option<WireResponse>,
+        /// V1 answer.
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+    },
+    /// A request's failure.
+    Error {
+        /// The request.
+        id: u64,
+        /// `invalid_input`, `unavailable` or `internal`.
+        kind: String,
+        /// What happened (`ValueError : ...`).
+        message: String,
+    },
+    /// Health answer.
+    Health {
+        /// The check.
+        id: u64,
+        /// Healthy or not.
+        ok: bool,
+    },
+    /// Reconfigure answer.
+    Reconfigured {
+        /// The request.
+        id: u64,
+        /// Why it failed, if it did.
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<(Vec<u8>, Bytes)>> {
+    let mut prefix = [0u8; 12];
+    match r.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (h, p) = prefix.split_at(4);
+    let header_len = u32::from_le_bytes(h.try_into().unwrap_or_default());
+    let payload_len = u64::from_le_bytes(p.try_into().unwrap_or_default());
+    if header_len > MAX_HEADER || payload_len > MAX_PAYLOAD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame too large: header {header_len} bytes, payload {payload_len} bytes"),
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    r.read_exact(&mut header).await?;
+    let payload_len = usize::try_from(payload_len)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "payload too large"))?;
+    let mut payload = vec![0u8; payload_len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some((header, Bytes::from(payload))))
+}
+
+/// Writes one frame: the header, then the payload parts in order (without concatenating them).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    header: &[u8],
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let header_len = u32::try_from(header.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "header too large"))?;
+    let payload_len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let mut prefix = [0u8; 12];
+    prefix[..4].copy_from_slice(&header_len.to_le_bytes());
+    prefix[4..].copy_from_slice(&payload_len.to_le_bytes());
+    w.write_all(&prefix).await?;
+    w.write_all(header).await?;
+    for p in parts {
+        w.write_all(p).await?;
+    }
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(
+            &mut a,
+            br#"{"type":"x"}"#,
+            &[Bytes::from_static(b"ab"), Bytes::from_static(b"cd")],
+        )
+        .await
+        .unwrap();
+        drop(a);
+        let (h, p) = read_frame(&mut b).await.unwrap().unwrap();
+        assert_eq!(h, br#"{"type":"x"}"#);
+        assert_eq!(&p[..], b"abcd");
+        assert!(read_frame(&mut b).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let mut prefix = [0u8; 12];
+        prefix[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        a.write_all(&prefix).await.unwrap();
+        assert!(read_frame(&mut b).await.is_err());
+    }
+}

@@ -1,0 +1,101 @@
+"""`ModelServer(...).start(models)`: serves Python models with the ferroserve binary, each
+deployment as worker processes (one per replica)."""
+
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Union
+
+from .deployment import name_of, options_of
+
+
+def find_binary() -> str:
+    """The ferroserve binary: `FERROSERVE_BIN`, else `ferroserve` on `PATH`."""
+    path = os.environ.get("FERROSERVE_BIN") or shutil.which("ferroserve")
+    if not path:
+        raise FileNotFoundError("cannot find the ferroserve binary: set FERROSERVE_BIN or put ferroserve on PATH")
+    return path
+
+
+def _target(cls) -> str:
+    """How a worker finds the class: `file.py:Class` for classes of a script (`__main__`),
+    else `module:Class`."""
+    module = sys.modules.get(cls.__module__)
+    if cls.__module__ == "__main__" or module is None or cls.__module__.startswith("ferroserve_user_"):
+        path = getattr(module, "__file__", None)
+        if not path:
+            raise ValueError(f"cannot serve {cls.__qualname__}: it is not defined in a file")
+        return f"{os.path.abspath(path)}:{cls.__qualname__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _deployment(cls, name: str) -> Dict[str, Any]:
+    options = options_of(cls)
+    options.pop("name", None)
+    runtime_env = dict(options.pop("runtime_env", None) or {})
+    runtime_env.setdefault("py_executable", sys.executable)
+    runtime_env.setdefault("working_dir", os.getcwd())
+    return {"name": name, "python": _target(cls), "runtime_env": runtime_env, **options}
+
+
+def deployments_of(models) -> List[Dict[str, Any]]:
+    """The config entries for what `start` was given: a list of decorated classes, a list of
+    model instances, or a dict of name → class."""
+    out = []
+    if isinstance(models, dict):
+        for name, cls in models.items():
+            out.append(_deployment(cls if inspect.isclass(cls) else type(cls), name))
+        return out
+    for m in models:
+        if inspect.isclass(m):
+            out.append(_deployment(m, name_of(m)))
+        else:
+            out.append(_deployment(type(m), getattr(m, "name", None) or name_of(type(m))))
+    return out
+
+
+def _flag(name: str, default: int) -> int:
+    """A port flag from the command line, as kserve's ModelServer reads it (`--http_port 9000`,
+    `--http_port=9000`, and `--http-port` too); unknown flags are ignored."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        if key in spellings:
+            if not eq:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+            try:
+                return int(value)
+            except ValueError:
+                raise SystemExit(f"{key} needs a port number, got {value!r}") from None
+    return default
+
+
+class ModelServer:
+    """Serves models over KServe's V1/V2 REST protocols with ferroserve, each deployment as
+    `num_replicas` worker processes. Like kserve's, it takes its ports from the command line
+    (`--http_port`, `--grpc_port`) unless given here."""
+
+    def __init__(self, http_port: Optional[int] = None, grpc_port: Optional[int] = None, **_ignored):
+        self.http_port = http_port if http_port is not None else _flag("http_port", 8080)
+        self.grpc_port = grpc_port if grpc_port is not None else _flag("grpc_port", 8081)
+
+    def config(self, models) -> Dict[str, Any]:
+        return {"http_port": self.http_port, "grpc_port": self.grpc_port, "deployments": deployments_of(models)}
+
+    def start(self, models: Union[List[Any], Dict[str, Any]], nest_asyncio: bool = False) -> None:
+        """Replaces this process with ferroserve serving `models`; returns only on error."""
+        config = self.config(models)
+        if not config["deployments"]:
+            raise ValueError("no models to serve")
+        directory = tempfile.mkdtemp(prefix="ferroserve-")
+        path = os.path.join(directory, "config.yaml")
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2)  # JSON is YAML
+        binary = find_binary()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(binary, [binary, "serve", "--config", path])
