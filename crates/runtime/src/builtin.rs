@@ -12,6 +12,10 @@ pub struct Identity;
 
 #[async_trait]
 impl Model for Identity {
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn info(&self) -> ModelInfo {
         ModelInfo {
             platform: "ferroserve_identity".to_owned(),

@@ -67,6 +67,14 @@ pub trait Model: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether `predict` may block its thread (CPU-heavy work, blocking I/O). Replicas of a
+    /// model that answers `false` run as tasks on the server's runtime instead of on a thread
+    /// of their own, which saves a thread hop (about 10–20 µs) per request. Keep the default
+    /// unless every handler returns within microseconds or only awaits.
+    fn may_block(&self) -> bool {
+        true
+    }
+
     /// Inputs, outputs and platform, for `GET /v2/models/{name}`.
     fn info(&self) -> ModelInfo {
         ModelInfo::default()

@@ -1,14 +1,16 @@
 //! Replicas: one running instance of a model, as the router and controller see it.
 //!
 //! [`Replica`] and [`ReplicaBackend`] are the abstraction that an in-process Rust model
-//! ([`LocalBackend`]) and, later, a Python worker process both fill. A local replica runs on an
-//! OS thread of its own with a single-threaded Tokio runtime: a CPU-bound `predict` blocks only
-//! its replica, N replicas use N cores, and an `async` predict still overlaps requests. Requests
-//! reach the thread as commands carrying a `oneshot` for the reply; each runs in its own task so
-//! that a panic fails that request, marks the replica dead, and leaves the thread serving the
-//! others until the controller replaces it.
+//! ([`LocalBackend`]) and a Python worker process (the `ferroserve-python` crate) both fill. A
+//! local replica runs on an OS thread of its own with a single-threaded Tokio runtime: a
+//! CPU-bound `predict` blocks only its replica, N replicas use N cores, and an `async` predict
+//! still overlaps requests. Requests reach the thread as commands carrying a `oneshot` for the
+//! reply; each runs in its own task, which sends its reply itself, so that a panic fails only
+//! that request (and marks the replica dead until the controller replaces it). A model that
+//! says it never blocks ([`Model::may_block`]) skips the thread: its replicas run requests as
+//! tasks on the caller's runtime, saving a thread hop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -95,6 +97,8 @@ enum Command {
         payload: Payload,
         ctx: RequestContext,
         reply: oneshot::Sender<Result<Prediction, InferError>>,
+        /// Resolves when the caller goes away: the request is abandoned.
+        cancel: oneshot::Receiver<()>,
     },
     Health {
         reply: oneshot::Sender<bool>,
@@ -118,32 +122,41 @@ impl ReplicaBackend for LocalBackend {
     async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let factory = self.factory.clone();
+        let start_stages = start.stages.clone();
         let thread_name = format!("replica-{}", start.replica_id);
         let id = start.replica_id.clone();
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || replica_thread(factory, start, ready_tx))
             .map_err(|e| format!("cannot spawn the replica thread: {e}"))?;
-        let (commands, info, died) = ready_rx
+        let loaded = ready_rx
             .await
             .map_err(|_| "the replica thread exited during start-up".to_owned())??;
-        Ok(Arc::new(LocalReplica {
-            id,
-            commands,
-            info,
-            died,
-        }))
+        Ok(match loaded {
+            Loaded::Threaded(commands, info, died) => Arc::new(LocalReplica {
+                id,
+                commands,
+                info,
+                died,
+            }),
+            Loaded::Inline(model) => Arc::new(InlineReplica::new(id, model, start_stages)),
+        })
     }
 }
 
-type Ready = Result<
-    (
+/// What a replica thread reports once the model is loaded.
+enum Loaded {
+    /// The thread serves the model's requests.
+    Threaded(
         mpsc::UnboundedSender<Command>,
         ModelInfo,
         watch::Receiver<Option<String>>,
     ),
-    String,
->;
+    /// The model never blocks: it is handed back to run on the caller's runtime.
+    Inline(Arc<dyn Model>),
+}
+
+type Ready = Result<Loaded, String>;
 
 /// The body of a replica thread: make and load the model, then serve commands until every
 /// sender is gone.
@@ -183,33 +196,52 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                 return;
             }
         };
+        if !model.may_block() {
+            let _ = ready.send(Ok(Loaded::Inline(model)));
+            return;
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (died_tx, died_rx) = watch::channel(None);
         let died_tx = Arc::new(died_tx);
-        if ready.send(Ok((tx, model.info(), died_rx))).is_err() {
+        if ready.send(Ok(Loaded::Threaded(tx, model.info(), died_rx))).is_err() {
             return;
         }
         while let Some(cmd) = rx.recv().await {
             match cmd {
-                Command::Infer { payload, ctx, reply } => {
-                    let model = model.clone();
-                    let stages = start.stages.clone();
+                Command::Infer {
+                    payload,
+                    ctx,
+                    reply,
+                    cancel,
+                } => {
+                    // The task running the pipeline sends the reply itself, so an answer never
+                    // waits behind other requests' work; a watcher task turns a panic into an
+                    // error reply (and a dead replica) and abandons work whose caller left.
+                    let reply = Arc::new(Mutex::new(Some(reply)));
+                    let mut work = tokio::spawn({
+                        let (model, stages, reply) = (model.clone(), start.stages.clone(), reply.clone());
+                        async move {
+                            let result = pipeline(model, payload, ctx, stages).await;
+                            if let Some(tx) = take(&reply) {
+                                let _ = tx.send(result);
+                            }
+                        }
+                    });
                     let died = died_tx.clone();
                     let id = start.replica_id.clone();
                     tokio::spawn(async move {
-                        let mut work = tokio::spawn(pipeline(model, payload, ctx, stages));
-                        let mut reply = reply;
                         tokio::select! {
                             outcome = &mut work => {
-                                let result = outcome.unwrap_or_else(|join| {
+                                if let Err(join) = outcome {
                                     let msg = format!("replica {id} panicked in predict: {}", panic_message(join));
                                     tracing::error!(replica = %id, error = %msg, "replica panicked");
                                     died.send_replace(Some(msg.clone()));
-                                    Err(InferError::Internal(msg))
-                                });
-                                let _ = reply.send(result);
+                                    if let Some(tx) = take(&reply) {
+                                        let _ = tx.send(Err(InferError::Internal(msg)));
+                                    }
+                                }
                             }
-                            () = reply.closed() => work.abort(),
+                            _ = cancel => work.abort(),
                         }
                     });
                 }
@@ -228,6 +260,13 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
             }
         }
     });
+}
+
+type ReplySlot = Arc<Mutex<Option<oneshot::Sender<Result<Prediction, InferError>>>>>;
+
+/// Takes the reply sender, whoever comes first (the work or its watcher).
+fn take(slot: &ReplySlot) -> Option<oneshot::Sender<Result<Prediction, InferError>>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 /// preprocess → predict → postprocess, timed per stage.
@@ -250,6 +289,85 @@ async fn pipeline(
     Ok(prediction)
 }
 
+/// A replica of a model that never blocks: each request is a task on the caller's runtime
+/// (a task, so that a panic fails only that request and marks the replica dead).
+struct InlineReplica {
+    id: String,
+    model: Arc<dyn Model>,
+    stages: StageHistograms,
+    died_tx: watch::Sender<Option<String>>,
+}
+
+impl InlineReplica {
+    fn new(id: String, model: Arc<dyn Model>, stages: StageHistograms) -> Self {
+        InlineReplica {
+            id,
+            model,
+            stages,
+            died_tx: watch::channel(None).0,
+        }
+    }
+}
+
+/// Aborts a task when dropped (its caller went away).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Replica for InlineReplica {
+    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
+        let mut task = AbortOnDrop(tokio::spawn(pipeline(
+            self.model.clone(),
+            payload,
+            ctx,
+            self.stages.clone(),
+        )));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(join) => {
+                let msg = format!(
+                    "replica {} panicked in predict: {}",
+                    self.id,
+                    panic_message(join)
+                );
+                tracing::error!(replica = %self.id, error = %msg, "replica panicked");
+                self.died_tx.send_replace(Some(msg.clone()));
+                Err(InferError::Internal(msg))
+            }
+        }
+    }
+
+    async fn check_health(&self) -> Result<(), String> {
+        if self.model.healthy().await {
+            Ok(())
+        } else {
+            Err("the model's health check returned false".to_owned())
+        }
+    }
+
+    async fn reconfigure(&self, user_config: serde_json::Value) -> Result<(), String> {
+        self.model
+            .reconfigure(&user_config)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn info(&self) -> ModelInfo {
+        self.model.info()
+    }
+
+    async fn stop(&self) {}
+
+    fn died(&self) -> watch::Receiver<Option<String>> {
+        self.died_tx.subscribe()
+    }
+}
+
 impl LocalReplica {
     fn gone(&self) -> InferError {
         InferError::Internal(format!(
@@ -263,11 +381,14 @@ impl LocalReplica {
 impl Replica for LocalReplica {
     async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
         let (reply, rx) = oneshot::channel();
+        // Dropped with this future: tells the replica the caller went away.
+        let (_cancel, cancel) = oneshot::channel();
         self.commands
             .send(Command::Infer {
                 payload,
                 ctx,
                 reply,
+                cancel,
             })
             .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?

@@ -605,3 +605,70 @@ fn a_bad_option_is_refused_at_start_naming_the_field() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_does_not_wait_behind_other_requests_on_its_replica() {
+    let probe = Arc::new(Probe::default());
+    let (_c, h) = start(vec![
+        deployment("cpu", &probe, "v1").max_ongoing_requests(3),
+    ]);
+    ready(&h, "cpu", 1).await;
+    let t0 = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                call(&h, "cpu", json!({"block_ms": 150})).await.unwrap();
+                t0.elapsed()
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for c in calls {
+        done.push(c.await.unwrap());
+    }
+    done.sort();
+    // One replica runs them one after the other; each answer leaves as soon as it is ready.
+    assert!(
+        done[0] < Duration::from_millis(280),
+        "first answer after {:?}",
+        done[0]
+    );
+    assert!(
+        done[1] < Duration::from_millis(430),
+        "second answer after {:?}",
+        done[1]
+    );
+}
+
+/// A model that never blocks runs on the caller's runtime; a panic there still fails only its
+/// request and gets the replica replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_replicas_survive_panics_too() {
+    struct Inline;
+    #[async_trait]
+    impl Model for Inline {
+        fn may_block(&self) -> bool {
+            false
+        }
+        async fn predict(&self, p: Payload, _: &RequestContext) -> Result<Prediction, ModelError> {
+            let Payload::V1(body) = p else { unreachable!() };
+            if body["panic"] == true {
+                panic!("inline boom");
+            }
+            Ok(Prediction::V1(json!({"ok": true})))
+        }
+    }
+    let (_c, h) = start(vec![Deployment::new("inline", || Inline).num_replicas(2)]);
+    ready(&h, "inline", 2).await;
+    let err = call(&h, "inline", json!({"panic": true}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("inline boom"), "{err}");
+    call(&h, "inline", json!({})).await.unwrap();
+    eventually(10, "the replica replaced", || {
+        let s = status(&h, "inline");
+        s.restarts == 1 && running(&s) == 2
+    })
+    .await;
+}

@@ -171,6 +171,11 @@ impl Model for IrisModel {
         Ok(())
     }
 
+    /// A few multiply-adds per row: never blocks, so replicas run as tasks.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn info(&self) -> ModelInfo {
         let n = self.weights.as_ref().map_or(-1, |w| w.classes.len() as i64);
         ModelInfo {
