@@ -41,11 +41,17 @@ class Server:
     host: str
     port: int
     log_path: Path
+    grpc_port: int = 0
 
     @property
     def host_port(self) -> str:
         """`host:port`, as tritonclient wants it."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def grpc_host_port(self) -> str:
+        """`host:grpc_port`, as tritonclient.grpc wants it."""
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -86,10 +92,11 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
     last_log = ""
     for _attempt in range(3):
         port = _free_port()
+        grpc_port = _free_port()
         log_path = tmp_dir / f"ferroserve-{label}-{port}.log"
         log = open(log_path, "wb")
         proc = subprocess.Popen(
-            [str(binary), "serve", "--http-port", str(port), *extra_args],
+            [str(binary), "serve", "--http-port", str(port), "--grpc-port", str(grpc_port), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,7 +104,7 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
             env={**os.environ, "NO_COLOR": "1"},
         )
         log.close()
-        server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path)
+        server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path, grpc_port=grpc_port)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -38,7 +38,7 @@ def start_script(script: Path, tmp_path: Path) -> Server:
     env = {**os.environ, "FERROSERVE_BIN": str(ferroserve_bin()), "NO_COLOR": "1"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(script), "--http_port", str(port)],
+            [sys.executable, str(script), "--http_port", str(port), "--grpc_port", str(_free_port())],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -14,6 +14,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_GRPC_PORT: u16 = 8081;
 /// Default request body limit: 64 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Default gRPC message size limit: 64 MiB.
+pub const DEFAULT_MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The config file, as written. Each deployment has a `name`, what to serve — a built-in
 /// `model` (and `weights` for models that take them) or a `python` class (with an optional
@@ -45,6 +47,8 @@ pub struct ConfigFile {
     pub grpc_port: Option<u16>,
     /// Largest request body, in bytes.
     pub max_request_bytes: Option<usize>,
+    /// Largest gRPC message, in bytes.
+    pub max_grpc_message_bytes: Option<usize>,
     /// The deployments to serve, each a map of its fields.
     pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
 }
@@ -58,6 +62,8 @@ pub struct Config {
     pub grpc_port: u16,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
+    /// Largest gRPC message, in bytes.
+    pub max_grpc_message_bytes: usize,
     /// Deployments, in file order.
     pub deployments: Vec<DeploymentConfig>,
 }
@@ -151,6 +157,7 @@ impl Config {
             http_port: DEFAULT_HTTP_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
             deployments: vec![
                 DeploymentConfig {
                     name: "iris".into(),
@@ -259,10 +266,16 @@ impl Config {
         if file.max_request_bytes == Some(0) {
             bail!("max_request_bytes: must be above 0");
         }
+        if file.max_grpc_message_bytes == Some(0) {
+            bail!("max_grpc_message_bytes: must be above 0");
+        }
         Ok(Config {
             http_port: file.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             grpc_port: file.grpc_port.unwrap_or(DEFAULT_GRPC_PORT),
             max_request_bytes: file.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            max_grpc_message_bytes: file
+                .max_grpc_message_bytes
+                .unwrap_or(DEFAULT_MAX_GRPC_MESSAGE_BYTES),
             deployments,
         })
     }

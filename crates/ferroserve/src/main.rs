@@ -49,6 +49,9 @@ struct ServeArgs {
     /// Largest request body in bytes (overrides the config file).
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Largest gRPC message in bytes (overrides the config file).
+    #[arg(long, alias = "grpc_max_receive_message_length")]
+    max_grpc_message_bytes: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,12 +84,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(m > 0, "--max-request-bytes must be above 0");
         config.max_request_bytes = m;
     }
+    if let Some(m) = args.max_grpc_message_bytes {
+        anyhow::ensure!(m > 0, "--max-grpc-message-bytes must be above 0");
+        config.max_grpc_message_bytes = m;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = ferroserve::server::bind(&config).await?;
-        ferroserve::server::run(config, listener, shutdown_signal()).await
+        let listeners = ferroserve::server::bind(&config).await?;
+        ferroserve::server::run(config, listeners, shutdown_signal()).await
     })
 }
 

@@ -8,38 +8,50 @@ use ferroserve_runtime::{Controller, Deployment, RuntimeMetrics};
 use ferroserve_server::{AppState, HttpMetrics, ServerConfig};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::models::deployment;
 
-/// Serves `config` on `listener` until `shutdown` completes; then stops accepting, lets
-/// in-flight requests finish (at most the longest `graceful_shutdown_timeout_s`), stops the
-/// replicas and returns.
+/// The sockets a server listens on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP (REST).
+    pub http: TcpListener,
+    /// gRPC, if served.
+    pub grpc: Option<TcpListener>,
+}
+
+/// Serves `config` until `shutdown` completes; then stops accepting, lets in-flight requests
+/// finish (at most the longest `graceful_shutdown_timeout_s`), stops the replicas and returns.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let deployments = config.deployments.iter().map(deployment).collect();
     let server = ServerConfig {
         max_request_bytes: config.max_request_bytes,
+        max_grpc_message_bytes: config.max_grpc_message_bytes,
     };
-    serve_deployments(deployments, server, listener, shutdown).await
+    serve_deployments(deployments, server, listeners, shutdown).await
 }
 
-/// Serves any deployments (e.g. of your own Rust models) on `listener` until `shutdown`
-/// completes, with the same shutdown behaviour as [`run`].
+/// Serves any deployments (e.g. of your own Rust models) until `shutdown` completes, with
+/// the same shutdown behaviour as [`run`].
 ///
 /// ```no_run
 /// # async fn example() -> anyhow::Result<()> {
 /// use ferroserve_runtime::{Deployment, Identity};
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let listeners = ferroserve::server::Listeners {
+///     http: tokio::net::TcpListener::bind("127.0.0.1:8080").await?,
+///     grpc: None,
+/// };
 /// let deployments = vec![Deployment::new("echo", || Identity).num_replicas(2)];
 /// ferroserve::server::serve_deployments(
 ///     deployments,
 ///     ferroserve_server::ServerConfig::default(),
-///     listener,
+///     listeners,
 ///     async { let _ = tokio::signal::ctrl_c().await; },
 /// )
 /// .await
@@ -48,7 +60,7 @@ pub async fn run(
 pub async fn serve_deployments(
     deployments: Vec<Deployment>,
     server: ServerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
@@ -61,22 +73,37 @@ pub async fn serve_deployments(
         metrics: http_metrics,
         registry: Arc::new(registry),
     };
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "ferroserve HTTP listening");
-    let (stopping_tx, stopping) = oneshot::channel::<()>();
-    let serve = ferroserve_server::serve(listener, state, async move {
+    // One shutdown signal for both ingresses.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
-        let _ = stopping_tx.send(());
+        let _ = stop_tx.send(true);
     });
-    let grace = controller.graceful_shutdown_timeout();
-    tokio::select! {
-        served = serve => served.context("HTTP server failed")?,
-        () = async {
-            if stopping.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let addr = listeners.http.local_addr()?;
+    tracing::info!(%addr, "ferroserve HTTP listening");
+    let http = ferroserve_server::serve(listeners.http, state.clone(), stopped(stop_rx.clone()));
+    let grpc = async {
+        match listeners.grpc {
+            Some(l) => {
+                tracing::info!(addr = %l.local_addr()?, "ferroserve gRPC listening");
+                ferroserve_server::grpc::serve(l, state.clone(), stopped(stop_rx.clone())).await
             }
+            None => Ok(()),
+        }
+    };
+    let grace = controller.graceful_shutdown_timeout();
+    let mut timer = stop_rx.clone();
+    tokio::select! {
+        (h, g) = async { tokio::join!(http, grpc) } => {
+            h.context("HTTP server failed")?;
+            g.context("gRPC server failed")?;
+        }
+        () = async {
+            let _ = timer.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(?grace, "in-flight requests did not finish within the graceful shutdown timeout");
         }
@@ -86,10 +113,16 @@ pub async fn serve_deployments(
     Ok(())
 }
 
-/// Binds the HTTP port of `config` on all interfaces.
-pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], config.http_port));
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+/// Binds the HTTP and gRPC ports of `config` on all interfaces.
+pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let listen = |port: u16| async move {
+        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    Ok(Listeners {
+        http: listen(config.http_port).await?,
+        grpc: Some(listen(config.grpc_port).await?),
+    })
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use ferroserve_protocol::v2::{InferResponse, ModelMetadata, RequestedOutput};
 
 use crate::router::{Availability, Router};
+use crate::stats::ModelStatistics;
 use crate::status::DeploymentStatus;
 use crate::{InferError, Payload, Prediction, RequestContext};
 
@@ -135,6 +136,19 @@ impl Handle {
         })
     }
 
+    /// Cumulative statistics of a model (Triton's `ModelStatistics`).
+    pub fn statistics(&self, name: &str) -> Result<ModelStatistics, InferError> {
+        Ok(self.entry(name)?.router.statistics())
+    }
+
+    /// Status snapshot of one deployment, with live request counts.
+    pub fn deployment_status(&self, name: &str) -> Result<DeploymentStatus, InferError> {
+        let d = self.entry(name)?;
+        let mut s = d.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.queued_requests = d.router.queued();
+        Ok(s)
+    }
+
     /// Status snapshots of every deployment, with live request counts.
     pub fn deployment_statuses(&self) -> Vec<DeploymentStatus> {
         self.inner
@@ -166,7 +180,10 @@ impl Handle {
             }
             Payload::V1(_) => None,
         };
-        let prediction = entry.router.call(payload, ctx).await?;
+        let started = std::time::Instant::now();
+        let called = entry.router.call(payload, ctx).await;
+        entry.router.record(called.is_ok(), started.elapsed());
+        let prediction = called?;
         match (v2_request, prediction) {
             (Some((id, requested)), Prediction::V2(resp)) => {
                 finish_v2(resp, name, id, &requested).map(Prediction::V2)

@@ -18,6 +18,7 @@ mod metrics;
 mod model;
 mod replica;
 mod router;
+mod stats;
 mod status;
 
 pub use builtin::Identity;
@@ -29,6 +30,7 @@ pub use handle::{Handle, ModelStatus};
 pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
 pub use replica::{LocalBackend, Replica, ReplicaBackend, ReplicaStart};
+pub use stats::{DurationStat, ModelStatistics};
 pub use status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
 
 pub use ferroserve_protocol as protocol;

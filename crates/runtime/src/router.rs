@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::DeploymentMetrics;
 use crate::replica::Replica;
+use crate::stats::{ModelStatistics, StatsRecorder};
 use crate::{InferError, ModelInfo, Payload, Prediction, RequestContext};
 
 /// A replica as the router sees it: the replica and its in-flight count.
@@ -100,6 +101,7 @@ pub(crate) struct RouterInner {
     queued: AtomicUsize,
     next_waiter: AtomicU64,
     metrics: DeploymentMetrics,
+    pub(crate) stats: StatsRecorder,
 }
 
 /// The router of one deployment. Cheap to clone.
@@ -165,6 +167,7 @@ impl Router {
                 queued: AtomicUsize::new(0),
                 next_waiter: AtomicU64::new(0),
                 metrics,
+                stats: StatsRecorder::default(),
             }),
         }
     }
@@ -183,6 +186,16 @@ impl Router {
         self.inner.set.load_full()
     }
 
+    /// The model's cumulative statistics.
+    pub(crate) fn statistics(&self) -> ModelStatistics {
+        self.inner.stats.snapshot()
+    }
+
+    /// Records a finished request in the statistics.
+    pub(crate) fn record(&self, ok: bool, took: Duration) {
+        self.inner.stats.request(ok, took);
+    }
+
     /// Requests waiting for a replica.
     pub(crate) fn queued(&self) -> usize {
         self.inner.queued.load(Ordering::Relaxed)
@@ -199,6 +212,7 @@ impl Router {
             // A replica that died after it was published is skipped: the controller is about
             // to replace it, and this request should not fail for it.
             let mut tries = 0;
+            let queued_at = Instant::now();
             let replica = loop {
                 let permit = self.acquire().await?;
                 let Some(slot) = permit.slot.clone() else {
@@ -210,7 +224,11 @@ impl Router {
                 }
             };
             let (_permit, slot) = replica;
-            slot.replica.infer(payload, ctx).await
+            let started = Instant::now();
+            self.inner.stats.queued(started - queued_at);
+            let result = slot.replica.infer(payload, ctx).await;
+            self.inner.stats.computed(started.elapsed());
+            result
         };
         match timeout {
             None => work.await,

@@ -57,6 +57,21 @@ impl ApiError {
     }
 }
 
+/// The gRPC status of a runtime error: unknown model NOT_FOUND, bad input INVALID_ARGUMENT,
+/// not ready or overloaded UNAVAILABLE, timeout DEADLINE_EXCEEDED, anything else INTERNAL.
+pub fn grpc_status(e: &InferError) -> tonic::Status {
+    let msg = e.to_string();
+    match e {
+        InferError::ModelNotFound(_) => tonic::Status::not_found(msg),
+        InferError::InvalidInput(_) => tonic::Status::invalid_argument(msg),
+        InferError::ModelNotReady { .. }
+        | InferError::Unavailable(_)
+        | InferError::Overloaded { .. } => tonic::Status::unavailable(msg),
+        InferError::Timeout { .. } => tonic::Status::deadline_exceeded(msg),
+        InferError::Internal(_) => tonic::Status::internal(msg),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

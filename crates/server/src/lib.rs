@@ -1,4 +1,5 @@
-//! The HTTP ingress: KServe V1 and V2 REST routes, health, metadata and `/metrics`.
+//! The ingresses: KServe V1 and V2 REST routes, health, metadata and `/metrics` over HTTP
+//! ([`router`], [`serve`]), and the V2 gRPC service ([`grpc`]).
 //!
 //! Handlers decode bytes into protocol types, call the runtime through its [`Handle`] and
 //! encode the answer. *Invariant:* the ingress never calls a model directly, and errors become
@@ -6,7 +7,9 @@
 
 mod body;
 mod error;
+pub mod grpc;
 mod metrics;
+mod model_info;
 mod rest;
 
 use std::sync::Arc;
@@ -16,21 +19,36 @@ use ferroserve_runtime::Handle;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-pub use error::ApiError;
+pub use error::{ApiError, grpc_status};
 pub use metrics::HttpMetrics;
 
-/// Settings of the HTTP ingress.
+/// Settings of the HTTP and gRPC ingresses.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_request_bytes: usize,
+    /// Largest gRPC message accepted or sent, in bytes; beyond it RESOURCE_EXHAUSTED.
+    pub max_grpc_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_request_bytes: 64 * 1024 * 1024,
+            max_grpc_message_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// Protocol extensions this server implements, as listed in server metadata.
+const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
+
+/// Server metadata, the same over REST and gRPC.
+pub fn server_metadata() -> ferroserve_protocol::v2::ServerMetadata {
+    ferroserve_protocol::v2::ServerMetadata {
+        name: "ferroserve".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
     }
 }
 

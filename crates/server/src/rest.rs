@@ -19,9 +19,6 @@ use tower_http::decompression::RequestDecompressionLayer;
 use crate::body::{self, Chunks};
 use crate::{ApiError, AppState};
 
-/// Protocol extensions this server implements, as listed in server metadata.
-const EXTENSIONS: &[&str] = &["binary_tensor_data"];
-
 pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
         .route("/", get(root))
@@ -35,6 +32,9 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/config", get(model_config))
+        .route("/v2/models/{name}/stats", get(model_stats))
+        .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{name}/versions/{version}", get(versioned))
         .route("/v2/models/{name}/versions/{version}/ready", get(versioned))
         .route(
@@ -70,11 +70,41 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata {
-        name: "ferroserve".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
-    })
+    Json(crate::server_metadata())
+}
+
+/// Triton's model configuration (`tritonclient.get_model_config`).
+async fn model_config(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match crate::model_info::model_config(&s.handle, &name) {
+        Ok(c) => Json(crate::model_info::model_config_json(&c)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Triton's statistics (`tritonclient.get_inference_statistics`).
+async fn model_stats(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match crate::model_info::model_statistics(&s.handle, &name) {
+        Ok(st) => Json(json!({"model_stats": [crate::model_info::model_statistics_json(&st)]}))
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Statistics of every model.
+async fn all_stats(State(s): State<AppState>) -> Response {
+    let stats: Result<Vec<_>, _> = s
+        .handle
+        .model_names()
+        .iter()
+        .map(|n| {
+            crate::model_info::model_statistics(&s.handle, n)
+                .map(|st| crate::model_info::model_statistics_json(&st))
+        })
+        .collect();
+    match stats {
+        Ok(v) => Json(json!({"model_stats": v})).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn v2_models(State(s): State<AppState>) -> Json<serde_json::Value> {

@@ -501,6 +501,7 @@ async fn a_body_over_the_limit_is_413() {
         vec![identity()],
         ServerConfig {
             max_request_bytes: 1024,
+            ..ServerConfig::default()
         },
     )
     .await;

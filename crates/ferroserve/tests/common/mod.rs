@@ -75,11 +75,12 @@ impl Server {
         let dir = TempDir::new("server");
         let port = free_port();
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, format!("http_port: {port}\n{config}")).unwrap();
+        std::fs::write(&path, format!("http_port: {port}\ngrpc_port: 0\n{config}")).unwrap();
         Self::spawn(dir, port, &["serve", "--config", path.to_str().unwrap()])
     }
 
-    /// Starts `ferroserve serve --http-port <free port>` with no config: the default example.
+    /// Starts `ferroserve serve --http-port <free port>` with no config: the default example
+    /// (gRPC on an ephemeral port).
     pub fn start_default() -> Server {
         let port = free_port();
         Self::spawn(

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 /// A server running on `127.0.0.1:<random port>`, stopped when dropped.
 pub struct TestServer {
     pub base: String,
+    /// `http://127.0.0.1:<grpc port>`.
+    pub grpc: String,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -40,17 +42,29 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
+        let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
+        tokio::spawn(ferroserve_server::grpc::serve(
+            grpc_listener,
+            state.clone(),
+            async {
+                let _ = grpc_stopped.await;
+            },
+        ));
         tokio::spawn(async move {
             ferroserve_server::serve(listener, state, async {
                 let _ = stopped.await;
             })
             .await
             .unwrap();
+            let _ = grpc_stop.send(());
             controller.shutdown().await;
         });
         TestServer {
             base,
+            grpc,
             client: reqwest::Client::new(),
             stop: Some(stop),
         }

@@ -1,0 +1,416 @@
+//! The gRPC ingress: `inference.GRPCInferenceService` (KServe's and the Open Inference
+//! Protocol's service, with Triton's stream, config, statistics and repository RPCs), through
+//! the same runtime handle as REST.
+//!
+//! It is served by axum/hyper rather than tonic's own transport so that a client's
+//! `grpc-timeout` ends the call with DEADLINE_EXCEEDED (tonic's transport would answer
+//! CANCELLED) and abandons the queued work.
+
+mod convert;
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use ferroserve_runtime::{InferError, ModelStatus, Payload, Prediction, RequestContext};
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::AppState;
+use crate::error::grpc_status;
+use crate::model_info::{model_config, model_statistics};
+
+/// Generated from `proto/inference.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+pub use convert::config_datatype;
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// The service, over the shared application state.
+#[derive(Debug, Clone)]
+pub struct InferenceService {
+    state: AppState,
+}
+
+impl InferenceService {
+    /// A service using `state`'s handle, metrics and limits.
+    pub fn new(state: AppState) -> Self {
+        InferenceService { state }
+    }
+
+    /// The tonic server of this service, with the configured message size limits (beyond them
+    /// a call gets RESOURCE_EXHAUSTED).
+    pub fn into_server(self) -> GrpcInferenceServiceServer<Self> {
+        let limit = self.state.config.max_grpc_message_bytes;
+        GrpcInferenceServiceServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` completes, then lets in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let routes = tonic::service::Routes::new(InferenceService::new(state).into_server());
+    let app = routes
+        .into_axum_router()
+        .layer(axum::middleware::map_response(message_too_large));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// tonic refuses a message over the size limit (from its length prefix, before reading it)
+/// with OUT_OF_RANGE; gRPC's own servers answer RESOURCE_EXHAUSTED, which is what clients
+/// expect, so the code is rewritten.
+async fn message_too_large(mut res: axum::response::Response) -> axum::response::Response {
+    let headers = res.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.contains("too large") || m.contains("too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
+}
+
+/// The client's deadline, from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn deadline<T>(req: &Request<T>) -> Option<Duration> {
+    parse_timeout(req.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+fn parse_timeout(v: &str) -> Option<Duration> {
+    if v.len() > 9 {
+        return None; // the spec allows at most 8 digits
+    }
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Request metadata as the model sees headers.
+fn context<T>(req: &Request<T>) -> RequestContext {
+    RequestContext {
+        headers: req
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect(),
+    }
+}
+
+impl InferenceService {
+    /// Runs one inference request; the error is already a gRPC status.
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        ctx: RequestContext,
+        deadline: Option<Duration>,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        let started = Instant::now();
+        let name = req.model_name.clone();
+        let result = async {
+            let request = convert::request_from(req).map_err(InferError::from)?;
+            let work = self.state.handle.infer(&name, Payload::V2(request), ctx);
+            let prediction = match deadline {
+                None => work.await?,
+                Some(d) => {
+                    tokio::time::timeout(d, work)
+                        .await
+                        .map_err(|_| InferError::Timeout {
+                            name: name.clone(),
+                            after: d,
+                        })??
+                }
+            };
+            match prediction {
+                Prediction::V2(resp) => Ok(convert::response_to(resp)),
+                Prediction::V1(_) => {
+                    Err(InferError::Internal("model returned a V1 response".into()))
+                }
+            }
+        }
+        .await
+        .map_err(|e| grpc_status(&e));
+        let code = result.as_ref().map_or_else(|s| s.code() as u16, |_| 0);
+        let known = self.state.handle.status(&name).is_ok();
+        self.state.metrics.record(
+            if known { &name } else { "<unknown>" },
+            "grpc",
+            code,
+            started.elapsed(),
+        );
+        result
+    }
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.handle.server_ready().await,
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let ready = self
+            .state
+            .handle
+            .model_ready(&req.get_ref().name)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        let m = crate::server_metadata();
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let m = self
+            .state
+            .handle
+            .metadata(&req.get_ref().name)
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions.unwrap_or_default(),
+            platform: m.platform,
+            inputs: m.inputs.iter().map(convert::tensor_metadata_to).collect(),
+            outputs: m.outputs.iter().map(convert::tensor_metadata_to).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let ctx = context(&req);
+        let deadline = deadline(&req);
+        self.infer(req.into_inner(), ctx, deadline)
+            .await
+            .map(Response::new)
+    }
+
+    type ModelStreamInferStream = ResponseStream;
+
+    /// Answers each request of the stream in order; a failed request answers with its
+    /// `error_message` and the stream goes on.
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let ctx = context(&req);
+        let mut inbound = req.into_inner();
+        let service = self.clone();
+        let stream = async_stream(move |tx| async move {
+            while let Some(next) = inbound.next().await {
+                let reply = match next {
+                    Ok(r) => match service.infer(r, ctx.clone(), None).await {
+                        Ok(resp) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(resp),
+                        },
+                        Err(status) => pb::ModelStreamInferResponse {
+                            error_message: status.message().to_owned(),
+                            infer_response: None,
+                        },
+                    },
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let config =
+            model_config(&self.state.handle, &req.get_ref().name).map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let name = &req.get_ref().name;
+        let names = if name.is_empty() {
+            self.state.handle.model_names()
+        } else {
+            vec![name.clone()]
+        };
+        let model_stats = names
+            .iter()
+            .map(|n| model_statistics(&self.state.handle, n))
+            .collect::<Result<_, _>>()
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let only_ready = req.get_ref().ready;
+        let models = self
+            .state
+            .handle
+            .model_names()
+            .into_iter()
+            .filter_map(|name| {
+                let (state, reason) = match self.state.handle.status(&name).ok()? {
+                    ModelStatus::Ready => ("READY", String::new()),
+                    ModelStatus::Loading => ("LOADING", String::new()),
+                    ModelStatus::Failed(why) => ("UNAVAILABLE", why),
+                    ModelStatus::Stopped => ("UNAVAILABLE", "shutting down".to_owned()),
+                };
+                (!only_ready || state == "READY").then(|| {
+                    pb::repository_index_response::ModelIndex {
+                        name,
+                        version: String::new(),
+                        state: state.to_owned(),
+                        reason,
+                    }
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    /// Deployments come from the configuration: "loading" one reports whether it is ready.
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let r = req.into_inner();
+        let name = if r.model_name.is_empty() {
+            r.repository_name
+        } else {
+            r.model_name
+        };
+        match self
+            .state
+            .handle
+            .status(&name)
+            .map_err(|e| grpc_status(&e))?
+        {
+            ModelStatus::Ready => Ok(Response::new(pb::RepositoryModelLoadResponse {
+                model_name: name,
+                is_loaded: true,
+            })),
+            ModelStatus::Failed(why) => Err(Status::unavailable(format!(
+                "model {name} failed to load: {why}"
+            ))),
+            _ => Err(Status::unavailable(format!(
+                "model {name} is not ready yet"
+            ))),
+        }
+    }
+
+    /// Deployments come from the configuration and are not unloaded at run time.
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let r = req.into_inner();
+        let name = if r.model_name.is_empty() {
+            r.repository_name
+        } else {
+            r.model_name
+        };
+        self.state
+            .handle
+            .status(&name)
+            .map_err(|e| grpc_status(&e))?;
+        Err(Status::failed_precondition(format!(
+            "model {name} is a configured deployment; ferroserve does not unload deployments at run time"
+        )))
+    }
+}
+
+/// A stream fed by a task through a bounded channel.
+fn async_stream<F, Fut>(body: F) -> ResponseStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::ModelStreamInferResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_timeout("x"), None);
+        assert_eq!(parse_timeout("10q"), None);
+        assert_eq!(parse_timeout("123456789S"), None);
+    }
+}
