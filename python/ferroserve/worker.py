@@ -103,7 +103,7 @@ def _error_message(exc: BaseException) -> str:
 
 def _request_from(header, payload, model_name) -> InferRequest:
     req = header["request"]
-    view = memoryview(payload)
+    view = payload if isinstance(payload, memoryview) else memoryview(payload)
     inputs = []
     for t in req["inputs"]:
         i = InferInput(t["name"], t["shape"], t["datatype"], parameters=t.get("parameters") or {})
