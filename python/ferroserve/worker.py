@@ -192,6 +192,23 @@ def _plain(params):
     return out
 
 
+def _pipeline(model):
+    """The handlers to call, each with whether it is a coroutine function, decided once.
+    `preprocess`/`postprocess` left as the base class's pass-through are skipped."""
+    steps = []
+    for name in ("preprocess", "predict", "postprocess"):
+        fn = getattr(model, name, None)
+        if fn is None:
+            continue
+        defined = getattr(type(model), name, None)
+        qualname = getattr(defined, "__qualname__", "")
+        module = getattr(defined, "__module__", "")
+        if name != "predict" and qualname == f"Model.{name}" and module in ("ferroserve.model", "kserve.model"):
+            continue
+        steps.append((fn, inspect.iscoroutinefunction(fn)))
+    return steps
+
+
 class Worker:
     def __init__(self, model, name, reader, writer):
         self.model = model
@@ -199,11 +216,10 @@ class Worker:
         self.reader = reader
         self.writer = writer
         self.tasks = {}
+        self.steps = _pipeline(model)
         # An async model overlaps requests; a sync one runs them one at a time (the GIL would
         # serialise them anyway).
-        self.concurrent = any(
-            inspect.iscoroutinefunction(getattr(model, h, None)) for h in ("predict", "preprocess", "postprocess")
-        )
+        self.concurrent = any(is_async for _, is_async in self.steps)
 
     async def send(self, header, parts=()):
         write_frame(self.writer, header, parts)
@@ -217,9 +233,11 @@ class Worker:
                 payload_in = _request_from(header, payload, self.name)
             else:
                 payload_in = header["body"]
-            x = await _maybe_await(self.model.preprocess(payload_in, headers))
-            y = await _maybe_await(self.model.predict(x, headers))
-            z = await _maybe_await(self.model.postprocess(y, headers))
+            z = payload_in
+            for fn, is_async in self.steps:
+                z = fn(z, headers)
+                if is_async or inspect.isawaitable(z):
+                    z = await z
             if header["protocol"] == "v2":
                 response, parts = _encode_response(z, self.name)
                 await self.send({"type": "result", "id": rid, "protocol": "v2", "response": response}, parts)
@@ -325,5 +343,17 @@ async def main(argv=None):
     return 0
 
 
+def run() -> int:
+    """Runs the worker, on uvloop when it is installed (it halves the loop's overhead)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    if hasattr(uvloop, "run"):
+        return uvloop.run(main())
+    uvloop.install()
+    return asyncio.run(main())
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run())

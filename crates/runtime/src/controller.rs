@@ -161,6 +161,7 @@ impl Controller {
                 info: None,
                 stopping: false,
                 published: None,
+                stopping_replicas: Vec::new(),
                 events: ev_tx,
             };
             controls.push((d.name, ctl_tx));
@@ -297,6 +298,8 @@ struct Actor {
     stopping: bool,
     /// What was last published to the router: running replica ids and availability.
     published: Option<(Vec<String>, Availability)>,
+    /// Replicas being stopped (awaited at shutdown).
+    stopping_replicas: Vec<JoinHandle<()>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -533,10 +536,12 @@ impl Actor {
     fn reconcile(&mut self) {
         let now = Instant::now();
         // Replicas that finished draining (or ran out of time) stop.
+        self.stopping_replicas.retain(|t| !t.is_finished());
         for r in &mut self.replicas {
             if r.is_stopping() && (r.ongoing() == 0 || now >= r.drain_deadline) {
                 if let Some(slot) = r.slot.take() {
-                    tokio::spawn(async move { slot.replica.stop().await });
+                    self.stopping_replicas
+                        .push(tokio::spawn(async move { slot.replica.stop().await }));
                 }
                 r.state = ReplicaState::Stopped;
             }
@@ -718,6 +723,10 @@ impl Actor {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let replicas finish stopping (a worker process exits, its model's stop() runs).
+        for t in std::mem::take(&mut self.stopping_replicas) {
+            let _ = t.await;
         }
         tracing::info!(deployment = %self.name, "deployment stopped");
     }
