@@ -2,7 +2,7 @@
 //! Protocol's service, with Triton's stream, config, statistics and repository RPCs), through
 //! the same runtime handle as REST.
 //!
-//! It is served by axum/hyper rather than tonic's own transport so that a client's
+//! It is served by hyper-util rather than tonic's own transport so that a client's
 //! `grpc-timeout` ends the call with DEADLINE_EXCEEDED (tonic's transport would answer
 //! CANCELLED) and abandons the queued work.
 
@@ -72,10 +72,10 @@ pub async fn serve(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::service::TowerToHyperService;
 
-    let routes = tonic::service::Routes::new(InferenceService::new(state).into_server());
-    let app = routes
-        .into_axum_router()
-        .layer(axum::middleware::map_response(message_too_large));
+    // The generated server routes by method itself: no router in front of it.
+    let app = tower::ServiceBuilder::new()
+        .map_response(message_too_large)
+        .service(InferenceService::new(state).into_server());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -117,7 +117,7 @@ pub async fn serve(
 /// tonic refuses a message over the size limit (from its length prefix, before reading it)
 /// with OUT_OF_RANGE; gRPC's own servers answer RESOURCE_EXHAUSTED, which is what clients
 /// expect, so the code is rewritten.
-async fn message_too_large(mut res: axum::response::Response) -> axum::response::Response {
+fn message_too_large<B>(mut res: http::Response<B>) -> http::Response<B> {
     let headers = res.headers_mut();
     let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
     let too_large = headers
