@@ -497,15 +497,7 @@ async fn config_statistics_and_repository() {
         3
     );
     // gRPC requests are in the metrics, labelled as such.
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.contains(
             r#"ferroserve_requests_total{model_name="identity",protocol="grpc",code="0"} 3"#

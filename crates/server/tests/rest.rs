@@ -577,15 +577,7 @@ async fn metrics_count_requests_by_model_and_status() {
             .0,
         404
     );
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.contains(
             r#"ferroserve_requests_total{model_name="identity",protocol="v2",code="200"} 3"#
@@ -678,15 +670,7 @@ async fn overload_is_a_quick_503_with_retry_after() {
     assert!(error_of(&body).contains("overloaded"), "{body}");
     assert_eq!(running.await.unwrap().status().as_u16(), 200);
     assert_eq!(queued.await.unwrap().status().as_u16(), 200);
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.contains(r#"ferroserve_deployment_rejected_requests_total{deployment="slow"} 1"#),
         "{text}"
@@ -740,15 +724,7 @@ async fn the_status_route_shows_deployments_and_replicas() {
             .contains("weights file is corrupt"),
         "{body}"
     );
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.contains(r#"ferroserve_deployment_replicas{deployment="identity",state="running"} 2"#),
         "{text}"

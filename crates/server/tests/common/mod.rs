@@ -103,6 +103,12 @@ impl TestServer {
         self.post(path, body.to_string()).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// Waits until `/v2/models/{name}/ready` answers `status`.
     pub async fn wait_model(&self, name: &str, status: u16) {
         for _ in 0..200 {
