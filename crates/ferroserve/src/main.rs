@@ -52,6 +52,10 @@ struct ServeArgs {
     /// Largest gRPC message in bytes (overrides the config file).
     #[arg(long, alias = "grpc_max_receive_message_length")]
     max_grpc_message_bytes: Option<usize>,
+    /// Threads of the HTTP/gRPC ingress (replicas have threads or processes of their own).
+    /// Default: one less than the cores, at least one, leaving a core to the replicas.
+    #[arg(long, env = "FERROSERVE_IO_THREADS")]
+    io_threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,7 +92,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(m > 0, "--max-grpc-message-bytes must be above 0");
         config.max_grpc_message_bytes = m;
     }
+    let io_threads = match args.io_threads {
+        Some(0) => anyhow::bail!("--io-threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
         .enable_all()
         .build()?;
     runtime.block_on(async {
