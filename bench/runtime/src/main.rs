@@ -829,14 +829,11 @@ impl Report {
                 us(handle.p99 - direct.p99),
                 verdict(added < ROUTER_OVERHEAD_P50_US)
             ));
+            // identity never blocks, so its replica runs on the caller's runtime; a model that
+            // may block runs on a thread of its own and adds this round trip.
             line(row(
-                "reference: bare round trip to a current-thread runtime on another thread (mpsc + oneshot, `predict` inline)",
+                "reference: the round trip a threaded replica (a model whose `may_block()` is true) adds: mpsc + oneshot to a current-thread runtime on another thread",
                 hop,
-            ));
-            line(format!(
-                "| reference: of the overhead at p50, the bare thread hop / the rest (router, replica tasks, stage timing, validation) | {:.2} / {:.2} µs | | |",
-                us(hop.p50 - direct.p50),
-                us(handle.p50 - hop.p50)
             ));
         }
         if let Some(t) = &self.identity_c16 {

@@ -85,6 +85,11 @@ impl Handle {
             .ok_or_else(|| InferError::ModelNotFound(name.to_owned()))
     }
 
+    /// Whether a deployment of this name exists (a map lookup, for metric labels).
+    pub fn has_model(&self, name: &str) -> bool {
+        self.inner.by_name.contains_key(name)
+    }
+
     /// Names of all deployments, ready or not, in registration order.
     pub fn model_names(&self) -> Vec<String> {
         self.inner

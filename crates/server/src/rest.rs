@@ -205,7 +205,7 @@ fn context(headers: &HeaderMap) -> RequestContext {
 /// Records the request in the ingress metrics. Unknown model names share one label so that
 /// clients cannot grow the label set.
 fn record(s: &AppState, name: &str, protocol: &'static str, started: Instant, resp: &Response) {
-    let known = s.handle.status(name).is_ok();
+    let known = s.handle.has_model(name);
     s.metrics.record(
         if known { name } else { "<unknown>" },
         protocol,

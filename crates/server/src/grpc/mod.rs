@@ -202,7 +202,7 @@ impl InferenceService {
         .await
         .map_err(|e| grpc_status(&e));
         let code = result.as_ref().map_or_else(|s| s.code() as u16, |_| 0);
-        let known = self.state.handle.status(&name).is_ok();
+        let known = self.state.handle.has_model(&name);
         self.state.metrics.record(
             if known { &name } else { "<unknown>" },
             "grpc",
