@@ -7,6 +7,9 @@ tensor bytes at the offsets the header gives. See ARCHITECTURE.md for the messag
 import json
 import struct
 
+# Encoding is strict: what cannot be encoded raises (TypeError or ValueError) instead of
+# writing a header the other side cannot parse. json refuses NaN and infinities; orjson writes
+# them as null, which parses (the worker refuses them in parameters before encoding).
 try:  # optional: a faster JSON codec for the small frame headers
     import orjson
 
@@ -17,7 +20,7 @@ try:  # optional: a faster JSON codec for the small frame headers
 except ImportError:  # pragma: no cover - depends on the environment
 
     def _dumps(obj) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     def _loads(data):
         return json.loads(bytes(data))
@@ -32,11 +35,13 @@ _JOIN_LIMIT = 64 * 1024
 
 
 async def read_frame(reader):
-    """Reads one frame: `(header dict, payload)`, the payload a memoryview of the bytes read.
-    Raises `asyncio.IncompleteReadError` at end of stream."""
+    """Reads one frame: `(header dict, payload)`, the payload a memoryview of a bytearray, so
+    that the input arrays made on it are writable (as kserve's are: models modify them in
+    place). Raises `asyncio.IncompleteReadError` at end of stream."""
     header_len, payload_len = _PREFIX.unpack(await reader.readexactly(_PREFIX.size))
     body = memoryview(await reader.readexactly(header_len + payload_len))
-    return _loads(body[:header_len]), body[header_len:]
+    # StreamReader only hands out bytes: one copy of the payload makes it writable.
+    return _loads(body[:header_len]), memoryview(bytearray(body[header_len:]))
 
 
 def write_frame(writer, header, parts=()):
