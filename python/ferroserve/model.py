@@ -5,17 +5,24 @@ from typing import Any, Dict, List, Optional
 
 
 class Model:
-    """A servable model. Override `load` and `predict`; optionally `preprocess`,
+    """A servable model. Override `load` and `predict`; optionally `preprocess`, `validate`,
     `postprocess`, `healthy` and `reconfigure`. Each handler may be `def` or `async def`.
 
     `predict(payload, headers)` receives an `InferRequest` for V2 requests and a dict for V1
     (`{"instances": [...]}`), and returns an `InferResponse` (or a V2-shaped dict) or a dict.
+    As in kserve, a request goes through `preprocess`, `validate`, `predict`, `postprocess`.
     """
 
     def __init__(self, name: str = "model", return_response_headers: bool = False):
         self.name = name
         self.ready = False
-        self.return_response_headers = return_response_headers
+        self.required_response_headers = return_response_headers
+
+    @property
+    def predictor_config(self) -> None:
+        """kserve's transformer-to-predictor settings: ferroserve has no separate predictor to
+        call, so this is always None (as in kserve when none is configured)."""
+        return None
 
     def load(self) -> bool:
         """Loads weights. The default only marks the model ready."""
@@ -40,10 +47,17 @@ class Model:
     def preprocess(self, payload, headers: Optional[Dict[str, str]] = None):
         return payload
 
-    def predict(self, payload, headers: Optional[Dict[str, str]] = None):
+    def validate(self, payload):
+        """Checks the payload after `preprocess`; returns it (possibly changed) or raises
+        `InvalidInput`. The default accepts anything."""
+        return payload
+
+    # `response_headers` is kserve's, passed when `required_response_headers` is set; ferroserve
+    # does not pass it (a model cannot set response headers here).
+    def predict(self, payload, headers: Optional[Dict[str, str]] = None, response_headers: Optional[Dict] = None):
         raise NotImplementedError("predict is not implemented")
 
-    def postprocess(self, result, headers: Optional[Dict[str, str]] = None):
+    def postprocess(self, result, headers: Optional[Dict[str, str]] = None, response_headers: Optional[Dict] = None):
         return result
 
     def get_input_types(self) -> List[Dict]:

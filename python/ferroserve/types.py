@@ -1,6 +1,8 @@
 """V2 request and response types with kserve's names and surface: `InferRequest`,
-`InferInput`, `InferResponse`, `InferOutput`. Tensor data arrives as raw little-endian bytes
-and becomes a numpy array without any JSON in between."""
+`InferInput`, `InferResponse`, `InferOutput`, `RequestedOutput`. Tensor data arrives as raw
+little-endian bytes and becomes a numpy array without any JSON in between. The transport
+conversions kserve's types have (`to_rest`, `from_grpc`, ...) are not here: the Rust server
+does them."""
 
 import struct
 from typing import Any, Dict, List, Optional
@@ -109,16 +111,26 @@ class InferInput:
     def shape(self) -> List[int]:
         return self._shape
 
+    @shape.setter
+    def shape(self, shape: List[int]):
+        self._shape = [int(d) for d in shape]
+
     @property
     def datatype(self) -> str:
         return self._datatype
 
     @property
     def data(self):
+        """The elements as a flat list (BYTES as str), as a JSON request carries them."""
         if self._data is None and self._raw is not None:
             arr = self.as_numpy()
             self._data = [e.decode("utf-8", "replace") for e in arr.ravel()] if self._datatype == "BYTES" else arr.ravel().tolist()
         return self._data
+
+    @data.setter
+    def data(self, data):
+        self._data = data
+        self._raw = None
 
     def set_raw(self, raw):
         """Sets the raw little-endian bytes of the tensor."""
@@ -126,7 +138,9 @@ class InferInput:
         self._data = None
 
     def as_numpy(self) -> np.ndarray:
-        """The tensor as a numpy array of its shape (read-only when it came as raw bytes)."""
+        """The tensor as a numpy array of its shape: a view of the raw bytes when they came so
+        (writable when they are, as a received frame's are), each call a view of the same
+        memory."""
         if self._raw is not None:
             if self._datatype == "BYTES":
                 return decode_bytes(self._raw, _count(self._shape)).reshape(self._shape)
@@ -137,14 +151,66 @@ class InferInput:
             return self._data.reshape(self._shape)
         return np.array(self._data, dtype=to_np_dtype(self._datatype)).reshape(self._shape)
 
-    def set_data_from_numpy(self, arr: np.ndarray, binary_data: bool = True):
+    def as_string(self) -> List[str]:
+        """The elements of a BYTES tensor decoded as UTF-8, flat (as kserve's)."""
+        if self._datatype != "BYTES":
+            raise InvalidInput(f"invalid datatype {self._datatype} in the input")
+        return [e.decode("utf-8") if isinstance(e, bytes) else str(e) for e in self.as_numpy().ravel()]
+
+    def set_data_from_numpy(self, input_tensor: np.ndarray, binary_data: bool = True):
         """Replaces the data with a numpy array."""
-        self._data = np.asarray(arr)
+        self._data = np.asarray(input_tensor)
         self._raw = None
         self._shape = list(self._data.shape)
 
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "datatype": self.datatype,
+            "data": self.data,
+            "parameters": self.parameters,
+        }
+
     def __repr__(self):
         return f"InferInput(name={self.name!r}, shape={self._shape}, datatype={self._datatype!r})"
+
+
+class RequestedOutput:
+    """An output the request asks for, as kserve's. Also readable as the dict it used to be
+    here (`o["name"]`, `o.get("parameters")`)."""
+
+    def __init__(self, name: str, parameters: Optional[Dict[str, Any]] = None):
+        self._name = name
+        self.parameters = parameters
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def binary_data(self) -> Optional[bool]:
+        """The output's `binary_data` parameter, `None` when not given."""
+        return self.parameters.get("binary_data") if self.parameters else None
+
+    def __getitem__(self, key):
+        if key == "name":
+            return self._name
+        if key == "parameters" and self.parameters is not None:
+            return self.parameters
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __eq__(self, other):
+        return isinstance(other, RequestedOutput) and (self.name, self.parameters) == (other.name, other.parameters)
+
+    def __repr__(self):
+        return f"RequestedOutput(name={self.name!r}, parameters={self.parameters!r})"
 
 
 class InferRequest:
@@ -158,7 +224,7 @@ class InferRequest:
         raw_inputs=None,
         from_grpc: bool = False,
         parameters: Optional[Dict[str, Any]] = None,
-        request_outputs: Optional[List[Any]] = None,
+        request_outputs: Optional[List[RequestedOutput]] = None,
         model_version: Optional[str] = None,
     ):
         self.model_name = model_name
@@ -169,11 +235,32 @@ class InferRequest:
         self.model_version = model_version
         self.from_grpc = from_grpc
 
+    @property
+    def use_binary_outputs(self) -> bool:
+        """Whether the request's `binary_data_output` parameter asks for binary outputs (the
+        server encodes the answer; this only reports the request, as kserve's does for REST)."""
+        return bool(self.parameters.get("binary_data_output", False)) if self.parameters else False
+
     def get_input_by_name(self, name: str) -> Optional[InferInput]:
         for i in self.inputs:
             if i.name == name:
                 return i
         return None
+
+    def as_dataframe(self):
+        """The inputs as the columns of a pandas DataFrame (pandas is needed for this only)."""
+        import pandas as pd
+
+        return pd.concat([pd.DataFrame(i.data, columns=[i.name]) for i in self.inputs], axis=1)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "model_name": self.model_name,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "parameters": self.parameters,
+            "from_grpc": self.from_grpc,
+        }
 
     def __repr__(self):
         return f"InferRequest(model_name={self.model_name!r}, id={self.id!r}, inputs={self.inputs})"
@@ -189,9 +276,9 @@ class InferOutput:
         self.data = data
         self.parameters = parameters or {}
 
-    def set_data_from_numpy(self, arr: np.ndarray, binary_data: bool = True):
+    def set_data_from_numpy(self, output_tensor: np.ndarray, binary_data: bool = True):
         """Sets the data (and shape) from a numpy array."""
-        arr = np.asarray(arr)
+        arr = np.asarray(output_tensor)
         self.data = arr
         self.shape = list(arr.shape)
 
@@ -199,6 +286,16 @@ class InferOutput:
         if isinstance(self.data, np.ndarray):
             return self.data
         return np.array(self.data, dtype=to_np_dtype(self.datatype)).reshape(self.shape)
+
+    def to_dict(self) -> dict:
+        data = self.data.ravel().tolist() if isinstance(self.data, np.ndarray) else self.data
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "datatype": self.datatype,
+            "data": data,
+            "parameters": self.parameters,
+        }
 
     def __repr__(self):
         return f"InferOutput(name={self.name!r}, shape={self.shape}, datatype={self.datatype!r})"
@@ -224,6 +321,22 @@ class InferResponse:
         self.outputs = infer_outputs
         self.model_version = model_version
         self.parameters = parameters or {}
+        self.from_grpc = from_grpc
+
+    def get_output_by_name(self, name: str) -> Optional[InferOutput]:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "model_name": self.model_name,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "parameters": self.parameters,
+            "from_grpc": self.from_grpc,
+        }
 
     def __repr__(self):
         return f"InferResponse(model_name={self.model_name!r}, id={self.id!r}, outputs={self.outputs})"
