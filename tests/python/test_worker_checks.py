@@ -188,6 +188,13 @@ def test_kserve_style_code_gets_writable_inputs_and_output_objects(server):
     assert outputs["report"] == ["a b c", "[1.0, 2.0, 3.0]", "(3, 2)", "False"]
 
 
+def test_an_overridden_validate_runs_before_predict(server):
+    wait_ready(server, "kserve-style")
+    body = {"inputs": [{"name": "words", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+    status, body = request(server, "/v2/models/kserve-style/infer", body)
+    assert (status, body["error"]) == (400, "an input named x is needed")
+
+
 def test_a_wrapper_that_does_not_exec_python_still_serves(server):
     wait_ready(server, "wrapped")
     status, body = request(server, "/v1/models/wrapped:predict", {})

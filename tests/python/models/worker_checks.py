@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ferroserve import InferOutput, InferResponse, Model
+from ferroserve import InferOutput, InferResponse, InvalidInput, Model
 
 
 class TypeErrorInInit(Model):
@@ -76,8 +76,14 @@ class BadOutputs(Model):
 
 
 class KserveStyle(Model):
-    """Uses kserve's request surface: scales `x` in place, answers the requested outputs by
-    `.name`, and reports what as_string, to_dict, as_dataframe and use_binary_outputs gave."""
+    """Uses kserve's request surface: refuses a request without `x` in `validate`, scales `x`
+    in place, answers the requested outputs by `.name`, and reports what as_string, to_dict,
+    as_dataframe and use_binary_outputs gave."""
+
+    def validate(self, payload):
+        if payload.get_input_by_name("x") is None:
+            raise InvalidInput("an input named x is needed")
+        return payload
 
     def predict(self, payload, headers=None):
         words = payload.get_input_by_name("words").as_string()
