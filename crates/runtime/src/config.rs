@@ -130,6 +130,9 @@ pub struct AutoscalingConfig {
     pub look_back_period: Duration,
 }
 
+/// The shortest `request_timeout_s`: below a millisecond no request could finish.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(1);
+
 fn seconds(
     field: &str,
     v: Option<f64>,
@@ -209,6 +212,14 @@ impl DeploymentOptions {
             .request_timeout_s
             .map(|s| seconds("request_timeout_s", Some(s), 0.0, false))
             .transpose()?;
+        if let Some(t) = request_timeout
+            && t < MIN_REQUEST_TIMEOUT
+        {
+            return Err(invalid(
+                "request_timeout_s",
+                format!("{} must be at least 0.001 seconds", t.as_secs_f64()),
+            ));
+        }
         Ok(DeploymentConfig {
             num_replicas,
             max_ongoing_requests,
@@ -369,6 +380,15 @@ mod tests {
                 ..Default::default()
             }),
             "autoscaling_config.target_ongoing_requests"
+        );
+        // Regression: a timeout below a nanosecond became a zero interval and panicked the
+        // Python watchdog.
+        assert_eq!(
+            field(DeploymentOptions {
+                request_timeout_s: Some(1e-12),
+                ..Default::default()
+            }),
+            "request_timeout_s"
         );
     }
 }

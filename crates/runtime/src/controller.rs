@@ -22,7 +22,7 @@ use crate::config::{ConfigError, DeploymentConfig};
 use crate::deployment::Deployment;
 use crate::handle::{DeploymentEntry, Handle};
 use crate::metrics::{DeploymentMetrics, StageHistograms};
-use crate::replica::{Replica, ReplicaBackend, ReplicaStart};
+use crate::replica::{Liveness, Replica, ReplicaBackend, ReplicaStart};
 use crate::router::{Availability, Limits, ReplicaSet, ReplicaSlot, Router};
 use crate::status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
 use crate::{Model, ModelError, ModelInfo, RuntimeMetrics};
@@ -37,6 +37,9 @@ const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
 const HEALTH_CHECK_FAILURES: u32 = 3;
 /// A replica running this long clears the failure count (and so the back-off).
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A replica that dies after running this long is replaced at once, without back-off: it was
+/// serving, so this is a crash (or a kill), not a model that cannot start.
+const RESTART_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
 
 /// The deployment list or an update could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +160,7 @@ impl Controller {
                 next_start: Instant::now(),
                 restarts: 0,
                 last_error: None,
+                start_error: None,
                 ever_ready: false,
                 info: None,
                 stopping: false,
@@ -240,6 +244,8 @@ struct ReplicaRecord {
     version: u64,
     state: ReplicaState,
     reason: String,
+    /// Shared with the replica (which marks itself dead) and its router slot.
+    liveness: Arc<Liveness>,
     slot: Option<Arc<ReplicaSlot>>,
     since: Instant,
     drain_deadline: Instant,
@@ -251,7 +257,7 @@ struct ReplicaRecord {
 
 impl ReplicaRecord {
     fn ongoing(&self) -> usize {
-        self.slot.as_ref().map_or(0, |s| s.ongoing())
+        self.liveness.ongoing()
     }
     fn is_starting(&self) -> bool {
         matches!(self.state, ReplicaState::Starting | ReplicaState::Loading)
@@ -293,6 +299,8 @@ struct Actor {
     next_start: Instant,
     restarts: u64,
     last_error: Option<String>,
+    /// The latest start failure in one line, for clients.
+    start_error: Option<String>,
     ever_ready: bool,
     info: Option<ModelInfo>,
     stopping: bool,
@@ -377,7 +385,12 @@ impl Actor {
                         reason,
                     });
                 }));
-                r.slot = Some(Arc::new(ReplicaSlot::new(id, replica, max)));
+                r.slot = Some(Arc::new(ReplicaSlot::new(
+                    id,
+                    replica,
+                    r.liveness.clone(),
+                    max,
+                )));
                 r.state = ReplicaState::Running;
                 r.reason = String::new();
                 r.since = now;
@@ -385,6 +398,9 @@ impl Actor {
             }
             Event::Started { id, result: Err(e) } => {
                 let msg = format!("replica {id} failed to start: {e}");
+                // Clients get the reason in one line; the whole error (a Python traceback,
+                // say) goes to the log and to `ferroserve status`.
+                self.start_error = Some(summary(&e));
                 tracing::error!(deployment = %self.name, replica = %id, error = %e, "replica failed to start");
                 self.replicas.retain(|r| r.id != id);
                 self.last_start_failed = true;
@@ -392,15 +408,26 @@ impl Actor {
             }
             Event::Died { id, reason } => {
                 let timeout = self.config.graceful_shutdown_timeout;
-                tracing::error!(deployment = %self.name, replica = %id, reason = %reason, "replica died; replacing it");
+                let name = self.name.clone();
                 let Some(r) = self.record(&id) else { return };
+                // Usually the replica marked itself already; a backend that only reports
+                // through `died` is marked here.
+                r.liveness.mark_dead();
+                let held = r.liveness.held_at_death();
+                tracing::error!(deployment = %name, replica = %id, reason = %reason, held, "replica died; replacing it");
                 if r.state != ReplicaState::Running {
                     return;
                 }
+                let uptime = now.duration_since(r.since);
                 r.state = ReplicaState::Unhealthy;
                 r.reason = reason.clone();
                 r.drain_deadline = now + timeout;
+                self.metrics.deaths.inc();
+                self.metrics.held_at_death.inc_by(held as u64);
                 self.fail(reason, now);
+                if uptime >= RESTART_AT_ONCE_AFTER {
+                    self.next_start = now;
+                }
             }
             Event::Health { id, result } => {
                 let timeout = self.config.graceful_shutdown_timeout;
@@ -483,6 +510,7 @@ impl Actor {
         let id = format!("{}#{}", self.name, self.next_no);
         self.next_no += 1;
         let now = Instant::now();
+        let liveness = Arc::new(Liveness::default());
         let events = self.events.clone();
         let loading_id = id.clone();
         let start = ReplicaStart {
@@ -496,6 +524,7 @@ impl Actor {
                     id: loading_id.clone(),
                 });
             }),
+            liveness: liveness.clone(),
         };
         let backend = self.backend.clone();
         let events = self.events.clone();
@@ -513,6 +542,7 @@ impl Actor {
             version: self.version,
             state: ReplicaState::Starting,
             reason: "constructing the model".into(),
+            liveness,
             slot: None,
             since: now,
             drain_deadline: now,
@@ -624,7 +654,7 @@ impl Actor {
         } else if self.target == 0 {
             Availability::ScaledToZero
         } else if self.last_start_failed {
-            Availability::Failed(self.last_error.clone().unwrap_or_default())
+            Availability::Failed(self.start_error.clone().unwrap_or_default())
         } else if !self.ever_ready {
             Availability::NotStarted
         } else {
@@ -804,6 +834,17 @@ impl Actor {
         };
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
+}
+
+/// The first line of an error: backends put a one-line reason first and details (a
+/// traceback) after it.
+fn summary(error: &str) -> String {
+    error
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(':')
+        .to_owned()
 }
 
 /// The message of a panicked task, if it had one.

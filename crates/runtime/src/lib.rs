@@ -29,7 +29,8 @@ pub use error::{InferError, ModelError};
 pub use handle::{Handle, ModelStatus};
 pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
-pub use replica::{LocalBackend, Replica, ReplicaBackend, ReplicaStart};
+pub use replica::{Liveness, LocalBackend, Replica, ReplicaBackend, ReplicaStart};
+pub use router::Permit;
 pub use stats::{DurationStat, ModelStatistics};
 pub use status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
 

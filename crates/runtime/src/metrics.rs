@@ -122,6 +122,8 @@ pub(crate) struct DeploymentFamilies {
     restarts: Family<DeploymentLabel, Counter>,
     rejected: Family<DeploymentLabel, Counter>,
     target: Family<DeploymentLabel, Gauge>,
+    deaths: Family<DeploymentLabel, Counter>,
+    held_at_death: Family<DeploymentLabel, Counter>,
 }
 
 /// The metrics of one deployment, resolved once.
@@ -135,6 +137,8 @@ pub(crate) struct DeploymentMetrics {
     pub(crate) restarts: Counter,
     pub(crate) rejected: Counter,
     pub(crate) target: Gauge,
+    pub(crate) deaths: Counter,
+    pub(crate) held_at_death: Counter,
 }
 
 impl DeploymentMetrics {
@@ -162,6 +166,8 @@ impl DeploymentFamilies {
             restarts: Family::default(),
             rejected: Family::default(),
             target: Family::default(),
+            deaths: Family::default(),
+            held_at_death: Family::default(),
         };
         registry.register(
             "ferroserve_deployment_replicas",
@@ -198,6 +204,16 @@ impl DeploymentFamilies {
             "The replica count the controller is aiming for (autoscaling target)",
             f.target.clone(),
         );
+        registry.register(
+            "ferroserve_deployment_replica_deaths",
+            "Replicas that died while serving (crash, kill, panic)",
+            f.deaths.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_requests_held_at_death",
+            "Requests that replicas held when they died (the most their deaths may fail)",
+            f.held_at_death.clone(),
+        );
         f
     }
 
@@ -214,6 +230,8 @@ impl DeploymentFamilies {
             restarts: self.restarts.get_or_create(&label).clone(),
             rejected: self.rejected.get_or_create(&label).clone(),
             target: self.target.get_or_create(&label).clone(),
+            deaths: self.deaths.get_or_create(&label).clone(),
+            held_at_death: self.held_at_death.get_or_create(&label).clone(),
         }
     }
 }

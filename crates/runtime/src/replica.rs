@@ -10,6 +10,7 @@
 //! says it never blocks ([`Model::may_block`]) skips the thread: its replicas run requests as
 //! tasks on the caller's runtime, saving a thread hop.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,13 +19,24 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controller::{ModelFactory, panic_message};
 use crate::metrics::StageHistograms;
+use crate::router::Permit;
 use crate::{InferError, Model, ModelError, ModelInfo, Payload, Prediction, RequestContext};
 
 /// One running, loaded instance of a model.
 #[async_trait]
 pub trait Replica: Send + Sync + 'static {
-    /// Runs preprocess → predict → postprocess. Dropping the future abandons the request.
-    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError>;
+    /// Runs preprocess → predict → postprocess.
+    ///
+    /// `permit` is the request's slot of `max_ongoing_requests` on this replica: the replica
+    /// keeps it until it has really finished or dropped the request, not merely until this
+    /// future is dropped. Dropping the future (the caller left, or timed out) asks the replica
+    /// to cancel the request; the capacity comes back with the replica's answer to that.
+    async fn infer(
+        &self,
+        payload: Payload,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Prediction, InferError>;
     /// Checks the replica's health; `Err` says why it is unhealthy.
     async fn check_health(&self) -> Result<(), String>;
     /// Hands a new `user_config` to the model without restarting it.
@@ -33,12 +45,65 @@ pub trait Replica: Send + Sync + 'static {
     fn info(&self) -> ModelInfo;
     /// Stops the replica. Called after its requests drained (or the drain timed out).
     async fn stop(&self);
-    /// `Some(reason)` once the replica has died on its own (crash, panic).
+    /// `Some(reason)` once the replica has died on its own (crash, panic). A replica also marks
+    /// its [`Liveness`] dead at the moment it knows, so that the router stops at once.
     fn died(&self) -> watch::Receiver<Option<String>>;
+}
 
-    /// Whether the replica can still take requests (it has not died).
-    fn alive(&self) -> bool {
-        self.died().borrow().is_none()
+/// A replica's load and liveness, shared by the router (which counts the permits on it), the
+/// controller and the replica itself. The replica marks itself dead the moment it learns of its
+/// death (a worker's socket closing, a panic), so that no new request reaches it, without
+/// waiting for the controller to publish a new replica set.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Requests holding a permit on the replica.
+    ongoing: AtomicUsize,
+    dead: AtomicBool,
+    /// `ongoing` at the moment the replica was marked dead: the requests its death cost.
+    held_at_death: AtomicUsize,
+}
+
+impl Liveness {
+    /// Marks the replica dead; returns how many requests it held then, or `None` if it was
+    /// already dead.
+    pub fn mark_dead(&self) -> Option<usize> {
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let held = self.ongoing.load(Ordering::Acquire);
+        self.held_at_death.store(held, Ordering::Release);
+        Some(held)
+    }
+
+    /// Whether the replica has died.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Requests holding a permit on the replica now.
+    pub fn ongoing(&self) -> usize {
+        self.ongoing.load(Ordering::Relaxed)
+    }
+
+    /// Requests the replica held when it was marked dead.
+    pub(crate) fn held_at_death(&self) -> usize {
+        self.held_at_death.load(Ordering::Acquire)
+    }
+
+    /// Takes one unit of capacity if the replica is alive and below `max`.
+    pub(crate) fn try_take(&self, max: usize) -> bool {
+        !self.is_dead()
+            && self
+                .ongoing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Gives one unit of capacity back.
+    pub(crate) fn release(&self) {
+        self.ongoing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -55,6 +120,7 @@ pub struct ReplicaStart {
     pub request_timeout: Option<std::time::Duration>,
     pub(crate) stages: StageHistograms,
     pub(crate) on_loading: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for ReplicaStart {
@@ -70,6 +136,11 @@ impl ReplicaStart {
     /// Tells the controller that construction is done and `load` is running.
     pub fn loading(&self) {
         (self.on_loading)();
+    }
+
+    /// The replica's liveness: mark it dead the moment the replica is known to have died.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
     }
 }
 
@@ -99,6 +170,8 @@ enum Command {
         reply: oneshot::Sender<Result<Prediction, InferError>>,
         /// Resolves when the caller goes away: the request is abandoned.
         cancel: oneshot::Receiver<()>,
+        /// Held until the work has finished or been dropped.
+        permit: Permit,
     },
     Health {
         reply: oneshot::Sender<bool>,
@@ -123,6 +196,7 @@ impl ReplicaBackend for LocalBackend {
         let (ready_tx, ready_rx) = oneshot::channel();
         let factory = self.factory.clone();
         let start_stages = start.stages.clone();
+        let liveness = start.liveness.clone();
         let thread_name = format!("replica-{}", start.replica_id);
         let id = start.replica_id.clone();
         std::thread::Builder::new()
@@ -139,7 +213,9 @@ impl ReplicaBackend for LocalBackend {
                 info,
                 died,
             }),
-            Loaded::Inline(model) => Arc::new(InlineReplica::new(id, model, start_stages)),
+            Loaded::Inline(model) => {
+                Arc::new(InlineReplica::new(id, model, start_stages, liveness))
+            }
         })
     }
 }
@@ -213,6 +289,7 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                     ctx,
                     reply,
                     cancel,
+                    permit,
                 } => {
                     // The task running the pipeline sends the reply itself, so an answer never
                     // waits behind other requests' work; a watcher task turns a panic into an
@@ -221,6 +298,9 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                     let mut work = tokio::spawn({
                         let (model, stages, reply) = (model.clone(), start.stages.clone(), reply.clone());
                         async move {
+                            // Dropped when the work ends or is aborted: only then is the
+                            // replica's capacity free again.
+                            let _permit = permit;
                             let result = pipeline(model, payload, ctx, stages).await;
                             if let Some(tx) = take(&reply) {
                                 let _ = tx.send(result);
@@ -229,12 +309,14 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                     });
                     let died = died_tx.clone();
                     let id = start.replica_id.clone();
+                    let liveness = start.liveness.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             outcome = &mut work => {
                                 if let Err(join) = outcome {
                                     let msg = format!("replica {id} panicked in predict: {}", panic_message(join));
                                     tracing::error!(replica = %id, error = %msg, "replica panicked");
+                                    liveness.mark_dead();
                                     died.send_replace(Some(msg.clone()));
                                     if let Some(tx) = take(&reply) {
                                         let _ = tx.send(Err(InferError::Internal(msg)));
@@ -296,15 +378,22 @@ struct InlineReplica {
     model: Arc<dyn Model>,
     stages: StageHistograms,
     died_tx: watch::Sender<Option<String>>,
+    liveness: Arc<Liveness>,
 }
 
 impl InlineReplica {
-    fn new(id: String, model: Arc<dyn Model>, stages: StageHistograms) -> Self {
+    fn new(
+        id: String,
+        model: Arc<dyn Model>,
+        stages: StageHistograms,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         InlineReplica {
             id,
             model,
             stages,
             died_tx: watch::channel(None).0,
+            liveness,
         }
     }
 }
@@ -320,13 +409,18 @@ impl<T> Drop for AbortOnDrop<T> {
 
 #[async_trait]
 impl Replica for InlineReplica {
-    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
-        let mut task = AbortOnDrop(tokio::spawn(pipeline(
-            self.model.clone(),
-            payload,
-            ctx,
-            self.stages.clone(),
-        )));
+    async fn infer(
+        &self,
+        payload: Payload,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Prediction, InferError> {
+        let work = pipeline(self.model.clone(), payload, ctx, self.stages.clone());
+        // The task owns the permit: aborting it (the caller left) drops both together.
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            let _permit = permit;
+            work.await
+        }));
         match (&mut task.0).await {
             Ok(result) => result,
             Err(join) => {
@@ -336,6 +430,7 @@ impl Replica for InlineReplica {
                     panic_message(join)
                 );
                 tracing::error!(replica = %self.id, error = %msg, "replica panicked");
+                self.liveness.mark_dead();
                 self.died_tx.send_replace(Some(msg.clone()));
                 Err(InferError::Internal(msg))
             }
@@ -379,7 +474,12 @@ impl LocalReplica {
 
 #[async_trait]
 impl Replica for LocalReplica {
-    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
+    async fn infer(
+        &self,
+        payload: Payload,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Prediction, InferError> {
         let (reply, rx) = oneshot::channel();
         // Dropped with this future: tells the replica the caller went away.
         let (_cancel, cancel) = oneshot::channel();
@@ -389,6 +489,7 @@ impl Replica for LocalReplica {
                 ctx,
                 reply,
                 cancel,
+                permit,
             })
             .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?

@@ -3,9 +3,12 @@
 //! waits in a bounded FIFO queue, and beyond `max_queued_requests` it is refused at once.
 //!
 //! The replica set is published by the controller (an [`ArcSwap`] read per request, so the
-//! request path never waits on the controller). A request holds a [`Permit`] on its replica
-//! while it runs; releasing it hands the freed capacity to the oldest waiter. A waiter whose
-//! caller went away (client disconnect, timeout) leaves the queue when its future is dropped.
+//! request path never waits on the controller). A replica marked dead (its [`Liveness`]) gets
+//! no new request from any path, from the moment it is marked, before the controller publishes
+//! a set without it. A request holds a [`Permit`] on its replica until the replica has really
+//! finished or dropped it (the replica owns the permit while it works, see [`Replica::infer`]);
+//! releasing it hands the freed capacity to the oldest waiter. A waiter whose caller went away
+//! (client disconnect, timeout) leaves the queue when its future is dropped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,42 +19,43 @@ use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
 use crate::metrics::DeploymentMetrics;
-use crate::replica::Replica;
+use crate::replica::{Liveness, Replica};
 use crate::stats::{ModelStatistics, StatsRecorder};
 use crate::{InferError, ModelInfo, Payload, Prediction, RequestContext};
 
-/// A replica as the router sees it: the replica and its in-flight count.
+/// A replica as the router sees it: the replica, its in-flight count and liveness.
 pub(crate) struct ReplicaSlot {
     pub(crate) id: String,
     pub(crate) replica: Arc<dyn Replica>,
-    /// Requests holding a permit on this replica.
-    pub(crate) ongoing: AtomicUsize,
+    /// Permits held on this replica, and whether it has died.
+    pub(crate) liveness: Arc<Liveness>,
     /// Its `max_ongoing_requests` (updatable without restart).
     pub(crate) max_ongoing: AtomicUsize,
 }
 
 impl ReplicaSlot {
-    pub(crate) fn new(id: String, replica: Arc<dyn Replica>, max_ongoing: usize) -> Self {
+    pub(crate) fn new(
+        id: String,
+        replica: Arc<dyn Replica>,
+        liveness: Arc<Liveness>,
+        max_ongoing: usize,
+    ) -> Self {
         ReplicaSlot {
             id,
             replica,
-            ongoing: AtomicUsize::new(0),
+            liveness,
             max_ongoing: AtomicUsize::new(max_ongoing),
         }
     }
 
-    /// Takes one unit of capacity if there is some.
+    /// Takes one unit of capacity if the replica is alive and has some.
     fn try_take(&self) -> bool {
-        let max = self.max_ongoing.load(Ordering::Relaxed);
-        self.ongoing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        self.liveness
+            .try_take(self.max_ongoing.load(Ordering::Relaxed))
     }
 
     pub(crate) fn ongoing(&self) -> usize {
-        self.ongoing.load(Ordering::Relaxed)
+        self.liveness.ongoing()
     }
 }
 
@@ -110,17 +114,28 @@ pub(crate) struct Router {
     inner: Arc<RouterInner>,
 }
 
-/// The right to run one request on one replica; gives the capacity back when dropped.
-pub(crate) struct Permit {
+/// The right to run one request on one replica: one unit of its `max_ongoing_requests`. The
+/// router hands it to the replica with the request ([`Replica::infer`]); the replica drops it
+/// when it has finished or dropped the request, which gives the capacity back to the oldest
+/// waiting request.
+pub struct Permit {
     slot: Option<Arc<ReplicaSlot>>,
     router: Arc<RouterInner>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("replica", &self.slot.as_ref().map(|s| s.id.as_str()))
+            .finish()
+    }
 }
 
 impl Permit {
     /// Gives the capacity back without waking the queue (used while the queue is locked).
     fn release_quietly(mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.ongoing.fetch_sub(1, Ordering::AcqRel);
+            slot.liveness.release();
         }
     }
 }
@@ -128,7 +143,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.ongoing.fetch_sub(1, Ordering::AcqRel);
+            slot.liveness.release();
             if self.router.queued.load(Ordering::SeqCst) > 0 {
                 self.router.dispatch();
             }
@@ -209,24 +224,15 @@ impl Router {
     ) -> Result<Prediction, InferError> {
         let timeout = self.inner.limits.load().request_timeout;
         let work = async {
-            // A replica that died after it was published is skipped: the controller is about
-            // to replace it, and this request should not fail for it.
-            let mut tries = 0;
             let queued_at = Instant::now();
-            let replica = loop {
-                let permit = self.acquire().await?;
-                let Some(slot) = permit.slot.clone() else {
-                    return Err(InferError::Internal("permit without replica".into()));
-                };
-                tries += 1;
-                if slot.replica.alive() || tries >= 3 {
-                    break (permit, slot);
-                }
+            // Only live replicas hand out permits (`ReplicaSlot::try_take`).
+            let permit = self.acquire().await?;
+            let Some(slot) = permit.slot.clone() else {
+                return Err(InferError::Internal("permit without replica".into()));
             };
-            let (_permit, slot) = replica;
             let started = Instant::now();
             self.inner.stats.queued(started - queued_at);
-            let result = slot.replica.infer(payload, ctx).await;
+            let result = slot.replica.infer(payload, ctx, permit).await;
             self.inner.stats.computed(started.elapsed());
             result
         };
@@ -337,7 +343,7 @@ impl RouterInner {
             (j, i)
         };
         for k in [a, b] {
-            if replicas[k].replica.alive() && replicas[k].try_take() {
+            if replicas[k].try_take() {
                 return Some(permit(&replicas[k]));
             }
         }

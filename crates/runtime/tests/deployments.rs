@@ -672,3 +672,93 @@ async fn inline_replicas_survive_panics_too() {
     })
     .await;
 }
+
+/// Regression: a caller that left gave its permit back at once, so a new request ran beside
+/// the abandoned one still blocking the replica (beyond `max_ongoing_requests`, and invisible
+/// to the queue). The permit now stays with the work until the replica has finished it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_request_holds_its_permit_until_the_replica_finishes() {
+    let probe = Arc::new(Probe::default());
+    let (_c, h) = start(vec![
+        deployment("single", &probe, "v1").max_ongoing_requests(1),
+    ]);
+    ready(&h, "single", 1).await;
+    let h1 = h.clone();
+    let abandoned =
+        tokio::spawn(async move { call(&h1, "single", json!({"block_ms": 600})).await });
+    eventually(2, "the blocking request running", || {
+        probe.in_flight.lock().unwrap()[0].load(Ordering::SeqCst) == 1
+    })
+    .await;
+    abandoned.abort();
+    let t0 = Instant::now();
+    let h2 = h.clone();
+    let fresh = tokio::spawn(async move { call(&h2, "single", json!({})).await });
+    eventually(
+        2,
+        "the fresh request queued behind the abandoned one",
+        || {
+            let s = status(&h, "single");
+            s.queued_requests == 1 && s.ongoing_requests == 1
+        },
+    )
+    .await;
+    fresh.await.unwrap().unwrap();
+    assert_eq!(
+        probe.max_seen.load(Ordering::SeqCst),
+        1,
+        "never two at once"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// A replica that panics under load costs only the request that panicked: its other requests
+/// finish, and no new request reaches it once it is known dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_replica_under_load_fails_only_what_it_held() {
+    let probe = Arc::new(Probe::default());
+    let (_c, h) = start(vec![
+        deployment("fragile", &probe, "v1")
+            .num_replicas(2)
+            .max_ongoing_requests(4),
+    ]);
+    ready(&h, "fragile", 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..16)
+        .map(|_| {
+            let (h, stop, failures, served) =
+                (h.clone(), stop.clone(), failures.clone(), served.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    match call(&h, "fragile", json!({"sleep_ms": 2})).await {
+                        Ok(_) => served.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => failures.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = call(&h, "fragile", json!({"panic": true}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "only the panicking request failed"
+    );
+    assert!(served.load(Ordering::SeqCst) > 100);
+    ready(&h, "fragile", 2).await;
+}
