@@ -6,19 +6,30 @@ kernel kills it when ferroserve dies (PR_SET_PDEATHSIG)."""
 
 import argparse
 import asyncio
+import collections
 import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import signal
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .protocol import read_frame, write_frame
-from .types import InferInput, InferRequest, InferResponse, encode_bytes, from_np_dtype, to_np_dtype
+from .types import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    encode_bytes,
+    from_np_dtype,
+    to_np_dtype,
+)
 
 
 def _die_with_parent():
@@ -34,8 +45,21 @@ def _die_with_parent():
     except Exception:  # noqa: BLE001 - best effort; socket EOF also ends the worker
         return
     parent = os.environ.get("FERROSERVE_PARENT_PID")
-    if parent and os.getppid() != int(parent):
-        os._exit(1)  # the parent died before prctl took effect
+    if parent and os.getppid() != int(parent) and not _alive(int(parent)):
+        # ferroserve died before prctl took effect. (A parent other than ferroserve that is
+        # alive is a py_executable wrapper that did not exec: the socket's EOF still ends us.)
+        print(f"ferroserve.worker: ferroserve (pid {parent}) is gone: exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def load_class(target: str):
@@ -67,17 +91,29 @@ def load_class(target: str):
 
 def construct(cls, name: str):
     """`Class(name)` when the constructor takes a name (as kserve models do), else
-    `Class()`; the model's `name` is set either way."""
-    try:
-        inspect.signature(cls).bind(name)
-        model = cls(name)
-    except TypeError:
-        model = cls()
+    `Class()`, decided from the signature so that the constructor runs once and whatever it
+    raises (a TypeError too) reaches the load_failed traceback. The model's `name` is set
+    either way."""
+    model = cls(name) if _takes_name(cls, name) else cls()
     try:
         model.name = name
     except AttributeError:
         pass
     return model
+
+
+def _takes_name(cls, name: str) -> bool:
+    """Whether `cls(name)` fits the constructor's signature. One that cannot be inspected (some
+    extension types) gets the name, as every kserve model takes one."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(name)
+    except TypeError:
+        return False
+    return True
 
 
 async def _maybe_await(value):
@@ -114,11 +150,60 @@ def _request_from(header, payload, model_name) -> InferRequest:
         inputs,
         request_id=req.get("id"),
         parameters=req.get("parameters") or {},
-        request_outputs=req.get("outputs") or [],
+        request_outputs=[RequestedOutput(o["name"], o.get("parameters")) for o in req.get("outputs") or []],
     )
 
 
-def _tensor_bytes(name, datatype, array):
+class OutputError(Exception):
+    """The model's answer cannot be sent (an output or parameter the protocol cannot carry): an
+    internal error (HTTP 500) of that request, whatever exception revealed it; never
+    `InvalidInput`, as the request was not at fault."""
+
+
+_V2_DATATYPES = tuple("BOOL UINT8 UINT16 UINT32 UINT64 INT8 INT16 INT32 INT64 FP16 FP32 FP64 BF16 BYTES".split())
+
+
+def _output_array(datatype, data) -> np.ndarray:
+    """The data of an output as an array of its (valid, upper-case) V2 datatype. Only casts
+    numpy calls "same_kind" are made (float64 → FP32, int64 → INT32); one that would change
+    what the values are (1.7 sent as INT32 → 1) is refused rather than done silently."""
+    if datatype == "BYTES":
+        array = data if isinstance(data, np.ndarray) else np.array(data, dtype=np.object_)
+        if array.dtype.kind == "O":
+            for e in array.flat:
+                if not isinstance(e, (bytes, bytearray, str)):
+                    raise ValueError(f"a BYTES element is a {type(e).__name__}, not bytes or str")
+        return array
+    target = to_np_dtype(datatype)
+    if isinstance(data, np.ndarray):
+        if data.size and not np.can_cast(data.dtype, target, casting="same_kind"):
+            raise ValueError(f"a {data.dtype} array cannot be sent as {datatype} without changing its values")
+        return data
+    natural = np.array(data)
+    # Python ints become int64 here; numpy checks their range when it makes the target type.
+    ints = natural.dtype.kind in "iub" and target.kind in "iu"
+    if natural.size and not ints and not np.can_cast(natural.dtype, target, casting="same_kind"):
+        raise ValueError(f"{natural.dtype} data cannot be sent as {datatype} without changing its values")
+    return np.array(data, dtype=target)
+
+
+def _output_shape(shape, array) -> list:
+    """The declared shape (or the array's) as non-negative ints holding the array's elements."""
+    if shape is None:
+        return list(array.shape)
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ValueError(f"shape {shape!r} is not a list of non-negative integers")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count != array.size:
+        raise ValueError(f"shape {list(shape)} holds {count} elements but the data has {array.size}")
+    return [int(d) for d in shape]
+
+
+def _tensor_bytes(datatype, array):
     """Raw bytes of one output (a memoryview when no copy is needed)."""
     if datatype == "BYTES":
         return encode_bytes(array)
@@ -126,77 +211,105 @@ def _tensor_bytes(name, datatype, array):
     return memoryview(arr).cast("B")
 
 
+def _output(name, datatype, shape, data, params):
+    """(header entry without offset, raw bytes) of one output, or `OutputError` naming it."""
+    if not isinstance(name, str):
+        raise OutputError(f"output name {name!r} is not a string")
+    try:
+        if datatype is None:
+            if not isinstance(data, np.ndarray):
+                raise ValueError("has neither a datatype nor a numpy array")
+            datatype = from_np_dtype(data.dtype)
+        if not isinstance(datatype, str) or datatype.upper() not in _V2_DATATYPES:
+            raise ValueError(f"datatype {datatype!r} is not one of {', '.join(_V2_DATATYPES)}")
+        datatype = datatype.upper()
+        array = _output_array(datatype, data)
+        entry = {"name": name, "datatype": datatype, "shape": _output_shape(shape, array)}
+        entry["parameters"] = _plain(params, f"output {name!r}")
+        return entry, _tensor_bytes(datatype, array)
+    except OutputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the data is, the request gets a 500 naming it
+        raise OutputError(f"output {name!r}: {e}") from e
+
+
 def _encode_response(result, model_name):
     """An `InferResponse` (ours, kserve's or anything shaped like it) or a V2-shaped dict →
-    (response header, payload parts)."""
+    (response header, payload parts). Anything in it the protocol cannot carry raises
+    `OutputError`: a header the Rust side could not parse would cost the whole worker."""
     if isinstance(result, dict):
         outputs = result.get("outputs")
         if outputs is None:
             raise TypeError("a V2 request needs an InferResponse or a dict with 'outputs'")
         rid, name, params = result.get("id"), result.get("model_name", model_name), result.get("parameters")
         items = [
-            (o["name"], o.get("datatype"), o.get("shape"), o.get("data"), o.get("parameters")) for o in outputs
+            (o.get("name"), o.get("datatype"), o.get("shape"), o.get("data"), o.get("parameters")) for o in outputs
         ]
     else:
         rid, name, params = getattr(result, "id", None), getattr(result, "model_name", model_name), getattr(result, "parameters", None)
-        items = []
-        for o in result.outputs:
-            data = o.as_numpy() if hasattr(o, "as_numpy") else o.data
-            items.append((o.name, getattr(o, "datatype", None), getattr(o, "shape", None), data, getattr(o, "parameters", None)))
+        items = [_output_fields(o) for o in result.outputs]
     header_outputs, parts, offset = [], [], 0
-    for out_name, datatype, shape, data, out_params in items:
-        array = data if isinstance(data, np.ndarray) else None
-        if datatype is None:
-            if array is None:
-                raise TypeError(f"output {out_name} has neither a datatype nor a numpy array")
-            datatype = from_np_dtype(array.dtype)
-        datatype = datatype.upper()
-        if array is None:
-            array = np.array(data, dtype=to_np_dtype(datatype))
-            if shape is not None:
-                array = array.reshape(shape)
-        if shape is None:
-            shape = list(array.shape)
-        raw = _tensor_bytes(out_name, datatype, array)
+    for item in items:
+        entry, raw = _output(*item)
         length = memoryview(raw).nbytes
-        header_outputs.append(
-            {
-                "name": out_name,
-                "datatype": datatype,
-                "shape": [int(d) for d in shape],
-                "parameters": _plain(out_params),
-                "offset": offset,
-                "length": length,
-            }
-        )
+        entry["offset"], entry["length"] = offset, length
+        header_outputs.append(entry)
         parts.append(raw)
         offset += length
-    response = {"model_name": name or model_name, "outputs": header_outputs, "parameters": _plain(params)}
+    response = {
+        "model_name": str(name or model_name),
+        "outputs": header_outputs,
+        "parameters": _plain(params, "the response"),
+    }
     if rid is not None:
         response["id"] = str(rid)
     return response, parts
 
 
-def _plain(params):
-    """Parameters as plain JSON values (kserve may hold protobuf-ish wrappers)."""
+def _output_fields(o):
+    """(name, datatype, shape, data, parameters) of an output object. The data as given (a list
+    is converted with checks later); kserve's binary outputs hold only raw bytes, read back with
+    `as_numpy`."""
+    name = getattr(o, "name", None)
+    data = getattr(o, "data", None)
+    if data is None and hasattr(o, "as_numpy"):
+        try:
+            data = o.as_numpy()
+        except Exception as e:  # noqa: BLE001
+            raise OutputError(f"output {name!r}: {e}") from e
+    return name, getattr(o, "datatype", None), getattr(o, "shape", None), data, getattr(o, "parameters", None)
+
+
+#: Integers a V2 parameter can hold (i64, or u64 above it).
+_PARAMETER_INTS = range(-(2**63), 2**64)
+
+
+def _plain(params, owner):
+    """Parameters as plain JSON values (kserve may hold protobuf-ish wrappers, shown as
+    strings). A value JSON cannot carry (NaN, infinity, an integer beyond 64 bits) raises
+    `OutputError` naming `owner` and the parameter."""
     if not params:
         return {}
     out = {}
     for k, v in dict(params).items():
-        if isinstance(v, (bool, int, float, str)):
-            out[k] = v
-        elif isinstance(v, np.generic):
-            out[k] = v.item()
-        else:
-            out[k] = str(v)
+        if isinstance(v, np.generic):
+            v = v.item()
+        if not isinstance(k, str):
+            raise OutputError(f"{owner}: parameter name {k!r} is not a string")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise OutputError(f"{owner}: parameter {k!r} is {v}, which JSON cannot carry")
+        if isinstance(v, int) and not isinstance(v, bool) and v not in _PARAMETER_INTS:
+            raise OutputError(f"{owner}: parameter {k!r} is {v}, beyond 64 bits")
+        out[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
     return out
 
 
 def _pipeline(model):
-    """The handlers to call, each with whether it is a coroutine function, decided once.
-    `preprocess`/`postprocess` left as the base class's pass-through are skipped."""
+    """The handlers to call, in kserve's order, each with whether it is a coroutine function,
+    decided once. `preprocess`/`validate`/`postprocess` left as the base class's pass-through
+    are skipped."""
     steps = []
-    for name in ("preprocess", "predict", "postprocess"):
+    for name in ("preprocess", "validate", "predict", "postprocess"):
         fn = getattr(model, name, None)
         if fn is None:
             continue
@@ -205,55 +318,117 @@ def _pipeline(model):
         module = getattr(defined, "__module__", "")
         if name != "predict" and qualname == f"Model.{name}" and module in ("ferroserve.model", "kserve.model"):
             continue
-        steps.append((fn, inspect.iscoroutinefunction(fn)))
+        if name == "validate":  # kserve calls it with the payload alone
+            steps.append((lambda payload, headers, validate=fn: validate(payload), False))
+        else:
+            steps.append((fn, inspect.iscoroutinefunction(fn)))
     return steps
 
 
 class Worker:
+    """Serves one model's requests from the socket until it closes.
+
+    Every `infer` gets exactly one answer: `result`, `error`, or `cancelled` when ferroserve
+    cancelled it (the caller left) before it finished; ferroserve keeps the request's slot
+    until then. An async model runs requests as concurrent tasks, and a cancel cancels the
+    task. A sync model runs them one at a time, in order, on a thread of their own, so that the
+    event loop stays free to answer health checks and cancels while the model computes (as Ray
+    runs sync methods off its event loop); a cancel drops a request that has not started."""
+
     def __init__(self, model, name, reader, writer):
         self.model = model
         self.name = name
         self.reader = reader
         self.writer = writer
-        self.tasks = {}
         self.steps = _pipeline(model)
-        # An async model overlaps requests; a sync one runs them one at a time (the GIL would
-        # serialise them anyway).
         self.concurrent = any(is_async for _, is_async in self.steps)
+        self.tasks = {}  # async model: request id -> task
+        self.backlog = collections.OrderedDict()  # sync model: id -> frame, not started yet
+        self.work = asyncio.Event()
+        self.executor = None if self.concurrent else ThreadPoolExecutor(1, thread_name_prefix="ferroserve-predict")
 
     async def send(self, header, parts=()):
         write_frame(self.writer, header, parts)
         await self.writer.drain()
 
-    async def infer(self, header, payload):
+    def _input(self, header, payload):
+        if header["protocol"] == "v2":
+            return _request_from(header, payload, self.name)
+        return header["body"]
+
+    def _result(self, header, z):
+        """The answer frame of a finished pipeline."""
+        rid = header["id"]
+        if header["protocol"] == "v2":
+            response, parts = _encode_response(z, self.name)
+            return {"type": "result", "id": rid, "protocol": "v2", "response": response}, parts
+        if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
+            raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
+        return {"type": "result", "id": rid, "protocol": "v1", "body": z}, ()
+
+    @staticmethod
+    def _error(rid, exc):
+        return {"type": "error", "id": rid, "kind": _error_kind(exc), "message": _error_message(exc)}, ()
+
+    async def _send_answer(self, header, parts):
+        try:
+            await self.send(header, parts)
+        except (TypeError, ValueError) as e:  # the answer's header cannot be encoded
+            await self.send(*self._error(header["id"], e))
+        except ConnectionError:
+            pass  # ferroserve is gone; the worker is about to exit
+
+    async def infer_async(self, header, payload):
         rid = header["id"]
         headers = header.get("headers") or {}
         try:
-            if header["protocol"] == "v2":
-                payload_in = _request_from(header, payload, self.name)
-            else:
-                payload_in = header["body"]
-            z = payload_in
+            z = self._input(header, payload)
             for fn, is_async in self.steps:
                 z = fn(z, headers)
                 if is_async or inspect.isawaitable(z):
                     z = await z
-            if header["protocol"] == "v2":
-                response, parts = _encode_response(z, self.name)
-                await self.send({"type": "result", "id": rid, "protocol": "v2", "response": response}, parts)
-            else:
-                if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
-                    raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
-                await self.send({"type": "result", "id": rid, "protocol": "v1", "body": z})
+            answer = self._result(header, z)
         except asyncio.CancelledError:
-            raise
+            answer = {"type": "cancelled", "id": rid}, ()
         except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
-            try:
-                await self.send({"type": "error", "id": rid, "kind": _error_kind(e), "message": _error_message(e)})
-            except (TypeError, ValueError):
-                await self.send({"type": "error", "id": rid, "kind": "internal", "message": "cannot encode the error"})
+            answer = self._error(rid, e)
         finally:
             self.tasks.pop(rid, None)
+        await self._send_answer(*answer)
+
+    def _compute_sync(self, header, payload, loop):
+        """On the predict thread: the whole pipeline, returning the answer frame."""
+        headers = header.get("headers") or {}
+        try:
+            z = self._input(header, payload)
+            for fn, _ in self.steps:
+                z = fn(z, headers)
+                if inspect.isawaitable(z):  # a plain function that returned a coroutine
+                    z = asyncio.run_coroutine_threadsafe(z, loop).result()
+            return self._result(header, z)
+        except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
+            return self._error(header["id"], e)
+
+    async def run_sync(self):
+        """Runs the backlog of a sync model, oldest first, one request at a time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.backlog:
+                self.work.clear()
+                await self.work.wait()
+                continue
+            _, (header, payload) = self.backlog.popitem(last=False)
+            answer = await loop.run_in_executor(self.executor, self._compute_sync, header, payload, loop)
+            await self._send_answer(*answer)
+
+    async def cancel(self, rid):
+        if self.concurrent:
+            task = self.tasks.get(rid)
+            if task:
+                task.cancel()  # the task answers `cancelled`
+        elif self.backlog.pop(rid, None) is not None:
+            await self.send({"type": "cancelled", "id": rid})
+        # Else it is running (it will answer) or already answered.
 
     async def health(self, rid):
         try:
@@ -274,38 +449,69 @@ class Worker:
         await self.send({"type": "reconfigured", "id": rid, "error": error})
 
     async def serve(self):
-        while True:
-            try:
-                header, payload = await read_frame(self.reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return  # ferroserve closed the socket: stop
-            kind = header.get("type")
-            if kind == "infer":
-                if self.concurrent:
-                    self.tasks[header["id"]] = asyncio.ensure_future(self.infer(header, payload))
-                else:
-                    await self.infer(header, payload)
-            elif kind == "cancel":
-                task = self.tasks.get(header["id"])
-                if task:
-                    task.cancel()
-            elif kind == "health":
-                await self.health(header["id"])
-            elif kind == "reconfigure":
-                await self.reconfigure(header["id"], header.get("user_config"))
+        runner = None if self.concurrent else asyncio.ensure_future(self.run_sync())
+        try:
+            while True:
+                try:
+                    header, payload = await read_frame(self.reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return  # ferroserve closed the socket: stop
+                kind = header.get("type")
+                if kind == "infer":
+                    if self.concurrent:
+                        self.tasks[header["id"]] = asyncio.ensure_future(self.infer_async(header, payload))
+                    else:
+                        self.backlog[header["id"]] = (header, payload)
+                        self.work.set()
+                elif kind == "cancel":
+                    await self.cancel(header["id"])
+                elif kind == "health":
+                    await self.health(header["id"])
+                elif kind == "reconfigure":
+                    await self.reconfigure(header["id"], header.get("user_config"))
+        finally:
+            if runner is not None:
+                runner.cancel()
+            if self.executor is not None:
+                self.executor.shutdown(wait=False)
 
 
 def _info(model):
-    def sigs(method):
-        try:
-            return [
-                {"name": t["name"], "datatype": t["datatype"].upper(), "shape": [int(d) for d in t["shape"]]}
-                for t in (getattr(model, method)() if hasattr(model, method) else [])
-            ]
-        except Exception:  # noqa: BLE001 - metadata is optional
-            return []
+    """What `ready` says about the model. Its signatures are optional metadata: an invalid one
+    is reported in one line on stderr and the model is served without it."""
+    return {
+        "platform": "python",
+        "inputs": _signatures(model, "get_input_types"),
+        "outputs": _signatures(model, "get_output_types"),
+    }
 
-    return {"platform": "python", "inputs": sigs("get_input_types"), "outputs": sigs("get_output_types")}
+
+def _signatures(model, method):
+    getter = getattr(model, method, None)
+    if getter is None:
+        return []
+    try:
+        return [_signature(t) for t in getter()]
+    except Exception as e:  # noqa: BLE001 - metadata is optional
+        problem = f"{type(e).__name__}: {e}".replace("\n", " ")
+        print(f"ferroserve.worker: {method}() ignored, serving without that metadata: {problem}", file=sys.stderr)
+        return []
+
+
+def _signature(t):
+    """One `{"name", "datatype", "shape"}` checked as the V2 metadata needs it."""
+    if not isinstance(t, dict):
+        raise ValueError(f"{t!r} is not a dict with name, datatype and shape")
+    name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+    if not isinstance(name, str):
+        raise ValueError(f"name {name!r} is not a string")
+    if not isinstance(datatype, str) or datatype.upper() not in _V2_DATATYPES:
+        raise ValueError(f"{name}: datatype {datatype!r} is not one of {', '.join(_V2_DATATYPES)}")
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= -1 for d in shape
+    ):
+        raise ValueError(f"{name}: shape {shape!r} is not a list of integers >= -1")
+    return {"name": name, "datatype": datatype.upper(), "shape": [int(d) for d in shape]}
 
 
 async def main(argv=None):
@@ -331,9 +537,10 @@ async def main(argv=None):
         await writer.drain()
         writer.close()
         return 1
-    write_frame(writer, {"type": "ready", "info": _info(model)})
+    worker = Worker(model, args.name, reader, writer)
+    write_frame(writer, {"type": "ready", "info": _info(model), "concurrent": worker.concurrent})
     await writer.drain()
-    await Worker(model, args.name, reader, writer).serve()
+    await worker.serve()
     stop = getattr(model, "stop", None)
     if stop:
         try:

@@ -9,13 +9,15 @@
 //! | `infer` (`protocol` `v2` with `request`, or `v1` with `body`; `headers`) | `result` (`response` or `body`), or `error` (`kind`, `message`) |
 //! | `health` | `health` (`ok`) |
 //! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
-//! | `cancel` (the caller went away) | |
-//! | | `ready` (`info`) once `load()` returned, or `load_failed` (`error`: the traceback) |
+//! | `cancel` (the caller went away) | `cancelled` if the request was dropped before it finished (else its `result` or `error`) |
+//! | | `ready` (`info`, `concurrent`) once `load()` returned, or `load_failed` (`error`: the traceback) |
+//!
+//! Every `infer` gets exactly one answer: `result`, `error` or `cancelled`.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use ferroserve_protocol::v2::{RequestedOutput, TensorMetadata};
+use ferroserve_protocol::v2::RequestedOutput;
 use ferroserve_protocol::{DataType, Parameters};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -72,18 +74,19 @@ pub struct WireResponse {
     pub outputs: Vec<WireTensor>,
 }
 
-/// What the worker says about the model.
+/// What the worker says about the model. Signatures stay JSON here: they are optional, and
+/// one the server cannot read is dropped with a warning rather than failing the start.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WireInfo {
     /// Platform name.
     #[serde(default)]
     pub platform: String,
-    /// Input signatures.
+    /// Input signatures (`TensorMetadata` as JSON).
     #[serde(default)]
-    pub inputs: Vec<TensorMetadata>,
-    /// Output signatures.
+    pub inputs: Vec<serde_json::Value>,
+    /// Output signatures (`TensorMetadata` as JSON).
     #[serde(default)]
-    pub outputs: Vec<TensorMetadata>,
+    pub outputs: Vec<serde_json::Value>,
 }
 
 /// Messages to a worker.
@@ -133,6 +136,10 @@ pub enum FromWorker {
         /// Model metadata.
         #[serde(default)]
         info: WireInfo,
+        /// Whether the model runs requests concurrently (an `async` model); a sync one runs
+        /// them one at a time, in order.
+        #[serde(default)]
+        concurrent: bool,
     },
     /// Construction or `load()` raised.
     LoadFailed {
@@ -165,6 +172,11 @@ pub enum FromWorker {
         id: u64,
         /// Healthy or not.
         ok: bool,
+    },
+    /// Request `id` was dropped after a `cancel`, before it finished.
+    Cancelled {
+        /// The request.
+        id: u64,
     },
     /// Reconfigure answer.
     Reconfigured {

@@ -4,25 +4,32 @@
 //! interleave), a *reader* (frames to the waiting callers by id), a *supervisor* (owns the child
 //! process, kills it on request, reports its exit), two *log* tasks (stdout/stderr lines into
 //! ferroserve's log, tagged with deployment and replica) and, with `request_timeout_s`, a
-//! *watchdog* that kills a worker stuck in a request. When the worker dies, every request it held
-//! fails at once with the reason, and the controller is told through `died`.
+//! *watchdog* that kills a worker stuck in a request. When the worker dies, it is marked dead
+//! at once (so the router sends it nothing more), every request it held fails with the reason,
+//! and the controller is told through `died`.
+//!
+//! A request's permit (its slot of `max_ongoing_requests`) is kept in its pending entry until
+//! the worker answers it: with a result, an error, or `cancelled` after the caller left. So a
+//! worker never holds more requests than the router believes, and the entry never leaks.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferroserve_protocol::Tensor;
 use ferroserve_protocol::v2::InferResponse;
+use ferroserve_runtime::protocol::v2::TensorMetadata;
 use ferroserve_runtime::{
-    InferError, ModelInfo, Payload, Prediction, Replica, ReplicaStart, RequestContext,
+    InferError, Liveness, ModelInfo, Payload, Permit, Prediction, Replica, ReplicaStart,
+    RequestContext,
 };
-use tokio::io::{AsyncBufReadExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, BufWriter};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Command;
@@ -40,24 +47,87 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Lines of a worker's stderr kept to explain a failed start.
 const STDERR_TAIL: usize = 20;
 
-/// A private (0700) directory for this process's sockets.
-fn socket_dir() -> Result<&'static Path, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!(
+/// A private (0700) directory for this process's sockets, removed when the last Python
+/// backend using it is dropped (at shutdown). Sockets are unlinked as soon as their worker
+/// connects, so the directory is empty by then.
+#[derive(Debug)]
+struct SocketDir {
+    path: PathBuf,
+}
+
+impl SocketDir {
+    /// The directory of this process, made on first use and shared while anyone holds it.
+    fn shared() -> Result<Arc<SocketDir>, String> {
+        static CURRENT: Mutex<std::sync::Weak<SocketDir>> = Mutex::new(std::sync::Weak::new());
+        let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = current.upgrade() {
+            return Ok(dir);
+        }
+        remove_stale_dirs();
+        let path = std::env::temp_dir().join(format!(
             "ferroserve-{}-{:08x}",
             std::process::id(),
             fastrand::u32(..)
         ));
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+            .create(&path)
+            .map_err(|e| format!("cannot create socket directory {}: {e}", path.display()))?;
+        let dir = Arc::new(SocketDir { path });
+        *current = Arc::downgrade(&dir);
         Ok(dir)
-    })
-    .as_ref()
-    .map(PathBuf::as_path)
-    .map_err(Clone::clone)
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes socket directories left by ferroserve processes that no longer exist (killed with
+/// SIGKILL, so no destructor ran). Best effort.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ferroserve-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = entry
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == current_uid())
+            .unwrap_or(false);
+        if mine && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}
+
+/// Unlinks a socket file when dropped, whichever way start-up ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A reply to one request.
@@ -70,13 +140,17 @@ enum Reply {
     Error(String, String),
     Health(bool),
     Reconfigured(Option<String>),
+    /// The worker dropped the request after its caller left.
+    Cancelled,
 }
 
 struct Pending {
     tx: oneshot::Sender<Result<Reply, String>>,
-    started: Instant,
-    /// Only inference requests count for the stuck-worker watchdog.
-    is_infer: bool,
+    /// When the frame was handed to the writer.
+    sent: Instant,
+    /// An inference request's slot on this replica, given back with the worker's answer (or
+    /// its death). Health checks and reconfigure hold none and do not count for the watchdog.
+    permit: Option<Permit>,
 }
 
 /// State shared by the replica and its tasks.
@@ -84,6 +158,14 @@ struct Shared {
     id: String,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
+    /// Marked the moment the worker is known dead, before its requests are failed.
+    liveness: Arc<Liveness>,
+    /// Whether the model runs requests concurrently (an `async` model); a sync one runs them
+    /// one after another, in the order they were sent.
+    concurrent: AtomicBool,
+    /// When the worker last finished an inference request (result or error): for a sync
+    /// model, the oldest pending request started then, if not later.
+    last_done: Mutex<Instant>,
     /// Why the worker died, once it has.
     died_tx: watch::Sender<Option<String>>,
     /// Asks the supervisor to kill the worker.
@@ -106,6 +188,7 @@ impl Shared {
     /// Marks the worker dead and fails every request it held. The mark comes first: a caller
     /// registers its request and then checks the mark, so no request is left behind.
     fn die(&self, reason: String) {
+        self.liveness.mark_dead();
         self.died_tx.send_if_modified(|d| {
             if d.is_none() {
                 *d = Some(reason.clone());
@@ -119,6 +202,22 @@ impl Shared {
             let _ = p.tx.send(Err(reason.clone()));
         }
     }
+
+    /// Since when the oldest inference request has been in the worker's hands (`None` when it
+    /// holds none): a sync model starts a request only when the previous one is done.
+    fn oldest_in_progress(&self) -> Option<Instant> {
+        let oldest = self
+            .lock_pending()
+            .values()
+            .filter(|p| p.permit.is_some())
+            .map(|p| p.sent)
+            .min()?;
+        if self.concurrent.load(Ordering::Relaxed) {
+            return Some(oldest);
+        }
+        let last_done = *self.last_done.lock().unwrap_or_else(|p| p.into_inner());
+        Some(oldest.max(last_done))
+    }
 }
 
 /// A running Python replica.
@@ -128,6 +227,23 @@ pub(crate) struct WorkerReplica {
     info: ModelInfo,
     died: watch::Receiver<Option<String>>,
     exited: watch::Receiver<bool>,
+    /// Keeps the socket directory while the worker lives.
+    _dir: Arc<SocketDir>,
+}
+
+/// Kills the worker when dropped, unless disarmed: a start abandoned half-way (scale-down,
+/// rolling update, shutdown while loading) must not leave a worker running `load()`.
+struct KillOnDrop {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.kill.notify_one();
+        }
+    }
 }
 
 /// Starts a worker and waits until it has loaded the model.
@@ -135,15 +251,18 @@ pub(crate) async fn start(
     spec: Arc<PythonSpec>,
     start: ReplicaStart,
 ) -> Result<Arc<dyn Replica>, String> {
-    let dir = socket_dir()?;
+    let dir = SocketDir::shared()?;
     let safe_id: String = start
         .replica_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let socket = dir.join(format!("{safe_id}-{:06x}.sock", fastrand::u32(..0xff_ffff)));
+    let socket = dir
+        .path()
+        .join(format!("{safe_id}-{:06x}.sock", fastrand::u32(..0xff_ffff)));
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let socket_file = SocketFile(socket.clone());
 
     let mut cmd = Command::new(&spec.py_executable);
     cmd.arg("-u")
@@ -172,6 +291,9 @@ pub(crate) async fn start(
         id: start.replica_id.clone(),
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
+        liveness: start.liveness(),
+        concurrent: AtomicBool::new(false),
+        last_done: Mutex::new(Instant::now()),
         died_tx,
         kill: Notify::new(),
         close: Notify::new(),
@@ -188,6 +310,11 @@ pub(crate) async fn start(
             Some(shared.clone()),
         ));
     }
+    // Until start-up succeeds, dropping this future kills the worker.
+    let mut guard = KillOnDrop {
+        shared: shared.clone(),
+        armed: true,
+    };
     // The supervisor owns the child: it reports the exit, and kills on request.
     let (exited_tx, exited) = watch::channel(false);
     let (status_tx, status_rx) = oneshot::channel::<String>();
@@ -230,19 +357,19 @@ pub(crate) async fn start(
             return Err(format!("the worker {status} before connecting; its stderr:\n{}", shared.stderr_tail()));
         }
     };
-    let _ = std::fs::remove_file(&socket);
+    drop(socket_file);
     drop(listener);
     start.loading();
 
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(1 << 16, read_half);
     // The first frame says whether load() worked.
-    let info = match read_frame(&mut reader).await {
+    let (info, concurrent) = match read_frame(&mut reader).await {
         Ok(Some((header, _))) => match serde_json::from_slice::<FromWorker>(&header) {
-            Ok(FromWorker::Ready { info }) => info,
+            Ok(FromWorker::Ready { info, concurrent }) => (info, concurrent),
             Ok(FromWorker::LoadFailed { error }) => {
                 shared.kill.notify_one();
-                return Err(format!("load() raised:\n{}", error.trim_end()));
+                return Err(load_failure(&error));
             }
             Ok(other) => {
                 shared.kill.notify_one();
@@ -267,6 +394,9 @@ pub(crate) async fn start(
         }
     };
 
+    shared.concurrent.store(concurrent, Ordering::Relaxed);
+    let info = model_info(info, &start.replica_id);
+    guard.armed = false;
     let (out, out_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(write_half, out_rx, shared.clone()));
     tokio::spawn(read_loop(reader, shared.clone(), status_rx));
@@ -277,21 +407,49 @@ pub(crate) async fn start(
     Ok(Arc::new(WorkerReplica {
         shared,
         out,
-        info: model_info(info),
+        info,
         died,
         exited,
+        _dir: dir,
     }))
 }
 
-fn model_info(info: WireInfo) -> ModelInfo {
+/// The error of a failed `load()`: one line for clients (`load() raised Error: message`), then
+/// the traceback for the log and `ferroserve status`.
+fn load_failure(traceback: &str) -> String {
+    let traceback = traceback.trim_end();
+    let last = traceback
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("an exception");
+    format!("load() raised {}\n{traceback}", last.trim())
+}
+
+/// The model's metadata. Signatures are optional: ones the server cannot read (an unknown
+/// datatype, say) are left out with a warning instead of keeping the model from starting.
+fn model_info(info: WireInfo, replica: &str) -> ModelInfo {
+    let signatures = |values: Vec<serde_json::Value>, what: &str| -> Vec<TensorMetadata> {
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            match serde_json::from_value::<TensorMetadata>(v) {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    tracing::warn!(%replica, "the model's {what} metadata is unreadable ({e}); serving it without");
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    };
     ModelInfo {
         platform: if info.platform.is_empty() {
             "python".into()
         } else {
             info.platform
         },
-        inputs: info.inputs,
-        outputs: info.outputs,
+        inputs: signatures(info.inputs, "input"),
+        outputs: signatures(info.outputs, "output"),
     }
 }
 
@@ -305,15 +463,52 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Longest line forwarded to the log; longer ones are cut (the rest is still read).
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// Reads one line (without its newline) into `buf`, keeping at most `MAX_LOG_LINE` bytes;
+/// `false` at the end of the stream.
+async fn read_log_line(
+    r: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    buf.clear();
+    let mut read_any = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_LOG_LINE.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        r.consume(take);
+        if done {
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            return Ok(true);
+        }
+    }
+}
+
 /// Forwards a worker's output lines to the log; keeps stderr's tail for error messages.
+/// Bytes that are not UTF-8 are forwarded lossily: the pipe is read to its end whatever the
+/// model prints, so a `print()` in the model never fails.
 async fn log_lines(
     stream: impl tokio::io::AsyncRead + Unpin,
     start: ReplicaStart,
     name: &'static str,
     tail: Option<Arc<Shared>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while let Ok(true) = read_log_line(&mut reader, &mut buf).await {
+        let line = String::from_utf8_lossy(&buf).into_owned();
         tracing::info!(target: "ferroserve::worker", deployment = %start.deployment, replica = %start.replica_id, stream = name, "{line}");
         if let Some(shared) = &tail {
             let mut t = shared.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -338,10 +533,21 @@ async fn write_loop(
         };
         let Some((header, parts)) = frame else { break };
         if write_frame(&mut w, &header, &parts).await.is_err() {
+            // The worker is gone: nothing more may be sent to it. The reader sees the end of
+            // the stream and fails what it held.
+            shared.liveness.mark_dead();
             break;
         }
     }
     // Dropping the write half tells the worker to exit.
+}
+
+/// The id and type of a header that did not parse as a message, to fail just that request.
+#[derive(serde::Deserialize)]
+struct HeaderId {
+    id: u64,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 async fn read_loop(
@@ -360,24 +566,42 @@ async fn read_loop(
             }
             Err(_) => break None,
         };
-        let msg = match serde_json::from_slice::<FromWorker>(&header) {
-            Ok(m) => m,
-            Err(e) => break Some(format!("sent an unreadable frame: {e}")),
-        };
-        let (id, reply) = match msg {
-            FromWorker::Result { id, response, body } => {
+        let (id, reply) = match serde_json::from_slice::<FromWorker>(&header) {
+            Ok(FromWorker::Result { id, response, body }) => {
                 (id, Reply::Result(response, body, payload))
             }
-            FromWorker::Error { id, kind, message } => (id, Reply::Error(kind, message)),
-            FromWorker::Health { id, ok } => (id, Reply::Health(ok)),
-            FromWorker::Reconfigured { id, error } => (id, Reply::Reconfigured(error)),
-            FromWorker::Ready { .. } | FromWorker::LoadFailed { .. } => continue,
+            Ok(FromWorker::Error { id, kind, message }) => (id, Reply::Error(kind, message)),
+            Ok(FromWorker::Health { id, ok }) => (id, Reply::Health(ok)),
+            Ok(FromWorker::Reconfigured { id, error }) => (id, Reply::Reconfigured(error)),
+            Ok(FromWorker::Cancelled { id }) => (id, Reply::Cancelled),
+            Ok(FromWorker::Ready { .. } | FromWorker::LoadFailed { .. }) => continue,
+            // An answer the server cannot read fails that request alone; the worker is fine.
+            Err(e) => match serde_json::from_slice::<HeaderId>(&header) {
+                Ok(h) => (
+                    h.id,
+                    Reply::Error(
+                        "internal".into(),
+                        format!(
+                            "the model's {} could not be read by the server: {e}",
+                            h.kind
+                        ),
+                    ),
+                ),
+                Err(_) => break Some(format!("sent an unreadable frame: {e}")),
+            },
         };
-        if let Some(p) = shared.lock_pending().remove(&id) {
+        let done = matches!(reply, Reply::Result(..) | Reply::Error(..));
+        let pending = shared.lock_pending().remove(&id);
+        if let Some(p) = pending {
+            if done && p.permit.is_some() {
+                *shared.last_done.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            }
+            // The permit goes back with the answer, even when the caller has left.
             let _ = p.tx.send(Ok(reply));
         }
     };
-    // The worker is gone (or misbehaving): make sure it is dead and say why.
+    // The worker is gone (or misbehaving): nothing more may reach it.
+    shared.liveness.mark_dead();
     if why.is_some() {
         shared.kill.notify_one();
     }
@@ -395,20 +619,24 @@ async fn read_loop(
     shared.die(reason);
 }
 
-/// Kills a worker that has held one request for longer than the request timeout (plus a
+/// Kills a worker that has worked on one request for longer than the request timeout (plus a
 /// grace second): its caller has already been answered 408, and only a new worker can serve.
+/// Only work in progress is timed: with a sync model, a request waiting behind others in the
+/// worker starts when the one before it is done.
 async fn watchdog(shared: Arc<Shared>, timeout: Duration) {
     let limit = timeout + Duration::from_secs(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(100).min(timeout));
+    let period = Duration::from_millis(100)
+        .min(timeout)
+        .max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         if shared.died_tx.borrow().is_some() {
             return;
         }
         let stuck = shared
-            .lock_pending()
-            .values()
-            .any(|p| p.is_infer && p.started.elapsed() > limit);
+            .oldest_in_progress()
+            .is_some_and(|since| since.elapsed() > limit);
         if stuck {
             tracing::error!(replica = %shared.id, ?timeout, "python worker stuck in a request; killing it");
             shared.die(format!(
@@ -421,18 +649,24 @@ async fn watchdog(shared: Arc<Shared>, timeout: Duration) {
     }
 }
 
-/// Sends `cancel` for a request whose caller went away before the answer.
+/// Runs when a caller goes away before its answer: an inference request is cancelled in the
+/// worker (its pending entry and permit stay until the worker answers `cancelled` or finishes);
+/// a health check or reconfigure simply forgets its entry.
 struct CancelOnDrop<'a> {
     replica: &'a WorkerReplica,
     id: u64,
+    is_infer: bool,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if self.armed
-            && let Ok(h) = serde_json::to_vec(&ToWorker::Cancel { id: self.id })
-        {
+        if !self.armed {
+            return;
+        }
+        if !self.is_infer {
+            self.replica.shared.lock_pending().remove(&self.id);
+        } else if let Ok(h) = serde_json::to_vec(&ToWorker::Cancel { id: self.id }) {
             let _ = self.replica.out.send((h, Vec::new()));
         }
     }
@@ -443,21 +677,23 @@ impl WorkerReplica {
         InferError::Internal(format!("replica crashed: {reason}"))
     }
 
-    /// Sends a message and waits for its reply.
+    /// Sends a message and waits for its reply. An inference request brings its permit,
+    /// which stays with the request until the worker answers it.
     async fn call(
         &self,
         id: u64,
         header: Vec<u8>,
         parts: Vec<Bytes>,
-        is_infer: bool,
+        permit: Option<Permit>,
     ) -> Result<Reply, InferError> {
         let (tx, rx) = oneshot::channel();
+        let is_infer = permit.is_some();
         self.shared.lock_pending().insert(
             id,
             Pending {
                 tx,
-                started: Instant::now(),
-                is_infer,
+                sent: Instant::now(),
+                permit,
             },
         );
         // After registering: if the worker died meanwhile, `die` may have missed this request.
@@ -472,7 +708,8 @@ impl WorkerReplica {
         let mut guard = CancelOnDrop {
             replica: self,
             id,
-            armed: is_infer,
+            is_infer,
+            armed: true,
         };
         let reply = rx.await;
         guard.armed = false;
@@ -523,7 +760,12 @@ fn response_from(
 
 #[async_trait]
 impl Replica for WorkerReplica {
-    async fn infer(&self, payload: Payload, ctx: RequestContext) -> Result<Prediction, InferError> {
+    async fn infer(
+        &self,
+        payload: Payload,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Prediction, InferError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = ctx
             .headers
@@ -574,7 +816,7 @@ impl Replica for WorkerReplica {
             }
         };
         drop(payload);
-        match self.call(id, header, parts, true).await? {
+        match self.call(id, header, parts, Some(permit)).await? {
             Reply::Result(Some(resp), _, payload) if v2 => {
                 response_from(resp, &payload).map(Prediction::V2)
             }
@@ -587,6 +829,7 @@ impl Replica for WorkerReplica {
                 "unavailable" => InferError::Unavailable(message),
                 _ => InferError::Internal(message),
             }),
+            Reply::Cancelled => Err(InferError::Unavailable("the request was cancelled".into())),
             Reply::Health(_) | Reply::Reconfigured(_) => {
                 Err(invalid_response("a reply of the wrong kind"))
             }
@@ -596,7 +839,7 @@ impl Replica for WorkerReplica {
     async fn check_health(&self) -> Result<(), String> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = encode(&ToWorker::Health { id }).map_err(|e| e.to_string())?;
-        match self.call(id, header, Vec::new(), false).await {
+        match self.call(id, header, Vec::new(), None).await {
             Ok(Reply::Health(true)) => Ok(()),
             Ok(Reply::Health(false)) => Err("the model's healthy() returned false".into()),
             Ok(_) => Err("a reply of the wrong kind".into()),
@@ -611,7 +854,7 @@ impl Replica for WorkerReplica {
             user_config: &user_config,
         })
         .map_err(|e| e.to_string())?;
-        match self.call(id, header, Vec::new(), false).await {
+        match self.call(id, header, Vec::new(), None).await {
             Ok(Reply::Reconfigured(None)) => Ok(()),
             Ok(Reply::Reconfigured(Some(e))) => Err(e),
             Ok(_) => Err("a reply of the wrong kind".into()),

@@ -124,6 +124,20 @@ impl Server {
         panic!("server never became ready; its log:\n{}", self.log_text());
     }
 
+    /// Waits until `/v2/models/{model}/ready` answers 200.
+    pub async fn wait_ready_model(&self, model: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(self.url(&format!("/v2/models/{model}/ready"))).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{model} never became ready; the log:\n{}", self.log_text());
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
