@@ -11,11 +11,20 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::ApiError;
+use crate::{ApiError, ServerConfig};
 
-/// Reads the whole body, refusing (413) one over `limit` bytes before reading it when its
-/// `Content-Length` says so, and while reading otherwise.
-pub async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body, refusing (413) one over `max_request_bytes` before reading it when
+/// its `Content-Length` says so, and while reading otherwise; a body not received within
+/// `body_read_timeout` is refused with 408 (a client trickling a body forever).
+///
+/// *Invariant:* handlers read the body before they call the runtime, so a slow client never
+/// holds a replica's slot or a place in its queue.
+pub async fn read(
+    body: Body,
+    headers: &HeaderMap,
+    config: &ServerConfig,
+) -> Result<Bytes, ApiError> {
+    let limit = config.max_request_bytes;
     if let Some(len) = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -24,7 +33,13 @@ pub async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes
     {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    let Ok(collected) = tokio::time::timeout(config.body_read_timeout, collect).await else {
+        return Err(ApiError::BodyTimeout {
+            after: config.body_read_timeout,
+        });
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })

@@ -24,6 +24,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive within the body read timeout.
+    #[error("the request body was not received within {after:?}")]
+    BodyTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
@@ -50,6 +56,7 @@ impl ApiError {
             },
             ApiError::Protocol(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -84,6 +91,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Infer(InferError::Overloaded { .. })) {
             // Overload is brief by design (the queue is bounded): tell clients when to retry.
             return (status, [(http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of the body may never come: do not wait for it to read a next request.
+            return (status, [(http::header::CONNECTION, "close")], body).into_response();
         }
         (status, body).into_response()
     }

@@ -242,7 +242,7 @@ async fn v1_predict(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(body, headers, s.config.max_request_bytes).await?;
+    let bytes = body::read(body, headers, &s.config).await?;
     let value = ferroserve_protocol::v1::decode_request(&bytes)?;
     match s
         .handle
@@ -275,7 +275,7 @@ async fn v2_infer(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(body, headers, s.config.max_request_bytes).await?;
+    let bytes = body::read(body, headers, &s.config).await?;
     // A body is binary exactly when it has the header: tritonclient sends JSON without any
     // Content-Type, so the content type decides nothing.
     let json_len = match headers.get(HEADER_CONTENT_LENGTH) {

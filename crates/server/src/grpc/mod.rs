@@ -63,55 +63,26 @@ const MAX_FRAME: u32 = 1 << 20;
 ///
 /// Connections are served by hyper directly (not `axum::serve`) to set the HTTP/2 windows and
 /// frame size for tensors, and `TCP_NODELAY` (without it small unary calls wait on delayed
-/// ACKs: ~40 ms at concurrency 1).
+/// ACKs: ~40 ms at concurrency 1), with the connection limits of `state.config`; at
+/// `max_connections` further connections wait in the accept backlog.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-
-    // The generated server routes by method itself: no router in front of it.
-    let app = tower::ServiceBuilder::new()
-        .map_response(message_too_large)
-        .service(InferenceService::new(state).into_server());
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = crate::builder(&state.config);
     builder
         .http2()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
         .max_send_buf_size(STREAM_WINDOW as usize);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little, keep serving.
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "gRPC connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
-    Ok(())
+    let limits = crate::limits(&state.config, crate::listen::AtBound::Wait);
+    // The generated server routes by method itself: no router in front of it.
+    let app = tower::ServiceBuilder::new()
+        .map_response(message_too_large)
+        .service(InferenceService::new(state).into_server());
+    crate::listen::serve(listener, builder, app, limits, "grpc", shutdown).await
 }
 
 /// tonic refuses a message over the size limit (from its length prefix, before reading it)
