@@ -6,6 +6,7 @@
 //! status codes only in [`error`].
 
 mod body;
+mod context;
 mod error;
 pub mod grpc;
 mod listen;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferroserve_protocol::binary::{self, HEADER_CONTENT_LENGTH};
 use ferroserve_protocol::v2::ServerMetadata;
-use ferroserve_runtime::{InferError, Payload, Prediction, RequestContext};
+use ferroserve_runtime::{InferError, Payload, Prediction};
 use prometheus_client::encoding::text::encode;
 use serde_json::json;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -192,16 +192,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Headers as the model sees them: lower-case names, values that are valid strings.
-fn context(headers: &HeaderMap) -> RequestContext {
-    RequestContext {
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
-    }
-}
-
 /// Records the request in the ingress metrics. Unknown model names share one label so that
 /// clients cannot grow the label set.
 fn record(s: &AppState, name: &str, protocol: &'static str, started: Instant, resp: &Response) {
@@ -246,7 +236,11 @@ async fn v1_predict(
     let value = ferroserve_protocol::v1::decode_request(&bytes)?;
     match s
         .handle
-        .infer(name, Payload::V1(value), context(headers))
+        .infer(
+            name,
+            Payload::V1(value),
+            crate::context::from_headers(headers),
+        )
         .await?
     {
         Prediction::V1(body) => Ok(Json(body).into_response()),
@@ -296,7 +290,11 @@ async fn v2_infer(
     let requested = req.outputs.clone();
     let resp = match s
         .handle
-        .infer(name, Payload::V2(req), context(headers))
+        .infer(
+            name,
+            Payload::V2(req),
+            crate::context::from_headers(headers),
+        )
         .await?
     {
         Prediction::V2(resp) => resp,

@@ -274,6 +274,24 @@ async fn a_body_trickled_past_the_body_read_timeout_is_408_and_closed() {
 }
 
 #[tokio::test]
+async fn repeated_headers_reach_the_model_joined() {
+    let s = TestServer::start(vec![Deployment::new("echo", || Echo)]).await;
+    s.wait_model("echo", 200).await;
+    let r = s
+        .client
+        .post(s.url("/v2/models/echo/infer"))
+        .header("x-test", "a")
+        .header("x-test", "b")
+        .body(json!({"inputs": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["parameters"]["header.x-test"], "a, b", "{body}");
+}
+
+#[tokio::test]
 async fn h2c_is_served_on_the_http_port() {
     let s = TestServer::start(vec![identity()]).await;
     let stream = TcpStream::connect(addr(&s)).await.unwrap();

@@ -125,18 +125,7 @@ fn parse_timeout(v: &str) -> Option<Duration> {
 
 /// Request metadata as the model sees headers.
 fn context<T>(req: &Request<T>) -> RequestContext {
-    RequestContext {
-        headers: req
-            .metadata()
-            .iter()
-            .filter_map(|kv| match kv {
-                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
-                    Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))
-                }
-                tonic::metadata::KeyAndValueRef::Binary(..) => None,
-            })
-            .collect(),
-    }
+    crate::context::from_metadata(req.metadata())
 }
 
 impl InferenceService {
