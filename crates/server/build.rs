@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Tensor bytes stay `Bytes`: sliced from the received message, not copied.
         .bytes(".inference")
+        // prost's codec, with undecodable messages INVALID_ARGUMENT instead of INTERNAL.
+        .codec_path("crate::grpc::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -8,6 +8,8 @@
 
 mod convert;
 
+mod codec;
+
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ pub mod pb {
     tonic::include_proto!("inference");
 }
 
+pub use codec::Codec;
 pub use convert::config_datatype;
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
@@ -251,18 +254,31 @@ impl GrpcInferenceService for InferenceService {
     type ModelStreamInferStream = ResponseStream;
 
     /// Answers each request of the stream in order; a failed request answers with its
-    /// `error_message` and the stream goes on.
+    /// `error_message` and the stream goes on. When the client goes away, the request in
+    /// flight is dropped (the runtime cancels it) and nothing more is read; the call's
+    /// `grpc-timeout` is a deadline for the whole stream, as gRPC and tritonclient's
+    /// `stream_timeout` mean it: at it, the request in flight is dropped too and the stream
+    /// ends with DEADLINE_EXCEEDED.
     async fn model_stream_infer(
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let ctx = context(&req);
+        let timeout = deadline(&req);
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let mut inbound = req.into_inner();
         let service = self.clone();
         let stream = async_stream(move |tx| async move {
-            while let Some(next) = inbound.next().await {
-                let reply = match next {
-                    Ok(r) => match service.infer(r, ctx.clone(), None).await {
+            let work = async {
+                while let Some(next) = inbound.next().await {
+                    let request = match next {
+                        Ok(r) => r,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
+                    let reply = match service.infer(request, ctx.clone(), None).await {
                         Ok(resp) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(resp),
@@ -271,14 +287,28 @@ impl GrpcInferenceService for InferenceService {
                             error_message: status.message().to_owned(),
                             infer_response: None,
                         },
-                    },
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
+                    };
+                    if tx.send(Ok(reply)).await.is_err() {
+                        return; // the client went away
                     }
-                };
-                if tx.send(Ok(reply)).await.is_err() {
-                    return; // the client went away
+                }
+            };
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = work => {}
+                () = tx.closed() => tracing::debug!("stream client left; its request in flight is dropped"),
+                () = expired => {
+                    let after = timeout.unwrap_or_default();
+                    let _ = tx
+                        .send(Err(Status::deadline_exceeded(format!(
+                            "the stream's deadline of {after:?} passed"
+                        ))))
+                        .await;
                 }
             }
         });
