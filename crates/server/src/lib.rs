@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// `SETTINGS_MAX_HEADER_LIST_SIZE`: a larger one is refused. (HTTP/1 heads are bounded by
     /// hyper: 100 headers within its ~400 KiB read buffer, beyond it 431.)
     pub max_header_list_bytes: u32,
+    /// Whether `GET /-/status` (every deployment, replica and last error) is served; when
+    /// not, it answers 404, like any unknown route.
+    pub status_route: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(60),
             max_concurrent_streams: 256,
             max_header_list_bytes: 16 * 1024,
+            status_route: true,
         }
     }
 }

@@ -163,9 +163,16 @@ async fn versioned(
     .into_response()
 }
 
-/// Admin route read by `ferroserve status`: every deployment and its replicas.
-async fn admin_status(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "deployments": s.handle.deployment_statuses() }))
+/// Admin route read by `ferroserve status`: every deployment and its replicas; 404 when the
+/// server is configured not to expose it (`status_route: false`).
+async fn admin_status(State(s): State<AppState>) -> Response {
+    if !s.config.status_route {
+        return ApiError::NotFound(
+            "this server does not expose /-/status (status_route: false)".into(),
+        )
+        .into_response();
+    }
+    Json(json!({ "deployments": s.handle.deployment_statuses() })).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -292,6 +292,18 @@ async fn repeated_headers_reach_the_model_joined() {
 }
 
 #[tokio::test]
+async fn the_status_route_can_be_switched_off() {
+    let s = TestServer::start_with(vec![identity()], config(|c| c.status_route = false)).await;
+    let (status, body) = s.get("/-/status").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("does not expose"),
+        "{body}"
+    );
+    assert_eq!(s.get("/v2/health/live").await.0, 200);
+}
+
+#[tokio::test]
 async fn h2c_is_served_on_the_http_port() {
     let s = TestServer::start(vec![identity()]).await;
     let stream = TcpStream::connect(addr(&s)).await.unwrap();
