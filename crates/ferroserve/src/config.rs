@@ -2,6 +2,7 @@
 //! validated form the rest of the code uses. A validation error names the field.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use ferroserve_python::PythonSpec;
@@ -16,6 +17,20 @@ pub const DEFAULT_GRPC_PORT: u16 = 8081;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Default gRPC message size limit: 64 MiB.
 pub const DEFAULT_MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound on open connections, per port.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time to send a request head: hyper's and Go's usual 30 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT_S: f64 = 30.0;
+/// Default idle keep-alive time: nginx's 75 s, above the 60 s idle timeout of common load
+/// balancers, so that they (not the server) close idle connections and never send a request
+/// on one the server is closing (Ray Serve's 5 s answers those with 502s behind an ALB).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_S: f64 = 75.0;
+/// Default time to send a request body: 60 s (a 64 MiB body then needs ~1.1 MB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT_S: f64 = 60.0;
+/// Default concurrent HTTP/2 streams per connection (Go's 250, hyper's 200).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default HTTP/2 header list limit: 16 KiB, gRPC core's and uvicorn's head limit.
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// The config file, as written. Each deployment has a `name`, what to serve — a built-in
 /// `model` (and `weights` for models that take them) or a `python` class (with an optional
@@ -49,6 +64,20 @@ pub struct ConfigFile {
     pub max_request_bytes: Option<usize>,
     /// Largest gRPC message, in bytes.
     pub max_grpc_message_bytes: Option<usize>,
+    /// Most open connections per port.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request head.
+    pub header_read_timeout_s: Option<f64>,
+    /// Seconds a connection may stay idle.
+    pub keep_alive_timeout_s: Option<f64>,
+    /// Seconds a client has to send a request body.
+    pub body_read_timeout_s: Option<f64>,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Largest HTTP/2 header list, in bytes.
+    pub max_header_list_bytes: Option<u32>,
+    /// Whether `GET /-/status` is served.
+    pub status_route: Option<bool>,
     /// The deployments to serve, each a map of its fields.
     pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
 }
@@ -64,6 +93,20 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Largest gRPC message, in bytes.
     pub max_grpc_message_bytes: usize,
+    /// Most open connections per port (HTTP: 503 beyond it; gRPC: the accept backlog).
+    pub max_connections: usize,
+    /// Time a client has to send a request head.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in flight.
+    pub keep_alive_timeout: Duration,
+    /// Time a client has to send a request body.
+    pub body_read_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list, in bytes.
+    pub max_header_list_bytes: u32,
+    /// Whether `GET /-/status` is served (404 when not).
+    pub status_route: bool,
     /// Deployments, in file order.
     pub deployments: Vec<DeploymentConfig>,
 }
@@ -158,6 +201,13 @@ impl Config {
             grpc_port: DEFAULT_GRPC_PORT,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs_f64(DEFAULT_HEADER_READ_TIMEOUT_S),
+            keep_alive_timeout: Duration::from_secs_f64(DEFAULT_KEEP_ALIVE_TIMEOUT_S),
+            body_read_timeout: Duration::from_secs_f64(DEFAULT_BODY_READ_TIMEOUT_S),
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
+            status_route: true,
             deployments: vec![
                 DeploymentConfig {
                     name: "iris".into(),
@@ -269,7 +319,46 @@ impl Config {
         if file.max_grpc_message_bytes == Some(0) {
             bail!("max_grpc_message_bytes: must be above 0");
         }
+        let at_least_one = |field: &str, v: Option<u64>| match v {
+            Some(0) => Err(anyhow!("{field}: must be at least 1")),
+            _ => Ok(()),
+        };
+        at_least_one("max_connections", file.max_connections.map(|v| v as u64))?;
+        at_least_one(
+            "max_concurrent_streams",
+            file.max_concurrent_streams.map(u64::from),
+        )?;
+        at_least_one(
+            "max_header_list_bytes",
+            file.max_header_list_bytes.map(u64::from),
+        )?;
+        let timeout = |field: &str, v: Option<f64>, default: f64| {
+            seconds(field, v.unwrap_or(default)).map_err(|e| anyhow!("{e}"))
+        };
         Ok(Config {
+            max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            header_read_timeout: timeout(
+                "header_read_timeout_s",
+                file.header_read_timeout_s,
+                DEFAULT_HEADER_READ_TIMEOUT_S,
+            )?,
+            keep_alive_timeout: timeout(
+                "keep_alive_timeout_s",
+                file.keep_alive_timeout_s,
+                DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+            )?,
+            body_read_timeout: timeout(
+                "body_read_timeout_s",
+                file.body_read_timeout_s,
+                DEFAULT_BODY_READ_TIMEOUT_S,
+            )?,
+            max_concurrent_streams: file
+                .max_concurrent_streams
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS),
+            max_header_list_bytes: file
+                .max_header_list_bytes
+                .unwrap_or(DEFAULT_MAX_HEADER_LIST_BYTES),
+            status_route: file.status_route.unwrap_or(true),
             http_port: file.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             grpc_port: file.grpc_port.unwrap_or(DEFAULT_GRPC_PORT),
             max_request_bytes: file.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
@@ -279,6 +368,14 @@ impl Config {
             deployments,
         })
     }
+}
+
+/// A timeout in seconds as a [`Duration`]: above 0, at most a day; the error names `field`.
+pub fn seconds(field: &str, secs: f64) -> anyhow::Result<Duration> {
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        bail!("{field}: {secs} must be above 0 and at most 86400 seconds");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The remaining fields of a deployment: Ray Serve's options.
@@ -357,5 +454,40 @@ mod tests {
         );
         assert!(e.contains("min_replica"), "{e}");
         assert!(err("deployments: []\n").contains("deployments"));
+        let e = err("keep_alive_timeout_s: 0\ndeployments:\n  - name: a\n    model: identity\n");
+        assert!(e.contains("keep_alive_timeout_s: 0 must be above 0"), "{e}");
+        let e = err("header_read_timeout_s: -1\ndeployments:\n  - name: a\n    model: identity\n");
+        assert!(e.contains("header_read_timeout_s"), "{e}");
+        let e = err("max_connections: 0\ndeployments:\n  - name: a\n    model: identity\n");
+        assert!(e.contains("max_connections: must be at least 1"), "{e}");
+        let e = err("max_concurrent_streams: 0\ndeployments:\n  - name: a\n    model: identity\n");
+        assert!(e.contains("max_concurrent_streams"), "{e}");
+        let e = err("status_route: maybe\ndeployments:\n  - name: a\n    model: identity\n");
+        assert!(e.contains("status_route"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_can_be_set() {
+        let one = "deployments:\n  - name: a\n    model: identity\n";
+        let c = Config::from_yaml(one, Path::new(".")).unwrap();
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(75));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(60));
+        assert!(c.status_route);
+        let c = Config::from_yaml(
+            &format!(
+                "max_connections: 10\nheader_read_timeout_s: 2.5\nkeep_alive_timeout_s: 5\nbody_read_timeout_s: 7\nmax_concurrent_streams: 8\nmax_header_list_bytes: 4096\nstatus_route: false\n{one}"
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, 10);
+        assert_eq!(c.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(7));
+        assert_eq!(c.max_concurrent_streams, 8);
+        assert_eq!(c.max_header_list_bytes, 4096);
+        assert!(!c.status_route);
     }
 }

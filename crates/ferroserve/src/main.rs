@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use ferroserve::config::Config;
+use ferroserve::config::{Config, seconds};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -56,6 +56,29 @@ struct ServeArgs {
     /// Default: one less than the cores, at least one, leaving a core to the replicas.
     #[arg(long, env = "FERROSERVE_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Most open connections per port; beyond it HTTP answers 503 and gRPC connections wait
+    /// in the accept backlog (overrides the config file).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a request head (overrides the config file).
+    #[arg(long)]
+    header_read_timeout_s: Option<f64>,
+    /// Seconds a connection may stay open with no request in flight (overrides the config
+    /// file).
+    #[arg(long)]
+    keep_alive_timeout_s: Option<f64>,
+    /// Seconds a client has to send a request body; beyond it 408 (overrides the config file).
+    #[arg(long)]
+    body_read_timeout_s: Option<f64>,
+    /// Most concurrent HTTP/2 streams per connection (overrides the config file).
+    #[arg(long)]
+    max_concurrent_streams: Option<u32>,
+    /// Largest HTTP/2 header list (gRPC metadata) in bytes (overrides the config file).
+    #[arg(long)]
+    max_header_list_bytes: Option<u32>,
+    /// Do not serve `GET /-/status` (deployments, replicas, last errors): it answers 404.
+    #[arg(long)]
+    no_status_route: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +114,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(m) = args.max_grpc_message_bytes {
         anyhow::ensure!(m > 0, "--max-grpc-message-bytes must be above 0");
         config.max_grpc_message_bytes = m;
+    }
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+        config.max_connections = n;
+    }
+    if let Some(s) = args.header_read_timeout_s {
+        config.header_read_timeout = seconds("--header-read-timeout-s", s)?;
+    }
+    if let Some(s) = args.keep_alive_timeout_s {
+        config.keep_alive_timeout = seconds("--keep-alive-timeout-s", s)?;
+    }
+    if let Some(s) = args.body_read_timeout_s {
+        config.body_read_timeout = seconds("--body-read-timeout-s", s)?;
+    }
+    if let Some(n) = args.max_concurrent_streams {
+        anyhow::ensure!(n > 0, "--max-concurrent-streams must be at least 1");
+        config.max_concurrent_streams = n;
+    }
+    if let Some(n) = args.max_header_list_bytes {
+        anyhow::ensure!(n > 0, "--max-header-list-bytes must be at least 1");
+        config.max_header_list_bytes = n;
+    }
+    if args.no_status_route {
+        config.status_route = false;
     }
     let io_threads = match args.io_threads {
         Some(0) => anyhow::bail!("--io-threads must be at least 1"),

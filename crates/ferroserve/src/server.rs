@@ -33,6 +33,13 @@ pub async fn run(
     let server = ServerConfig {
         max_request_bytes: config.max_request_bytes,
         max_grpc_message_bytes: config.max_grpc_message_bytes,
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        keep_alive_timeout: config.keep_alive_timeout,
+        body_read_timeout: config.body_read_timeout,
+        max_concurrent_streams: config.max_concurrent_streams,
+        max_header_list_bytes: config.max_header_list_bytes,
+        status_route: config.status_route,
     };
     serve_deployments(deployments, server, listeners, shutdown).await
 }
