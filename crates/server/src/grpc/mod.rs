@@ -6,7 +6,8 @@
 //! `grpc-timeout` ends the call with DEADLINE_EXCEEDED (tonic's transport would answer
 //! CANCELLED) and abandons the queued work.
 
-mod convert;
+// Public for the fuzz target and corpus test (fuzz/harness/grpc_infer_request.rs).
+pub mod convert;
 
 mod codec;
 

@@ -1,0 +1,108 @@
+//! Frames from a Python worker as ferroserve's reader takes them: `frame::read_frame` one after
+//! another from the stream, each header parsed as a `FromWorker`, and a result's output tensors
+//! built from their places in the payload. That last step mirrors the worker's private
+//! `response_from` (crates/python/src/worker.rs), which is not public; the tensors then go
+//! through the response encoders as they would on their way to a client.
+//!
+//! Shared by the fuzz target `fuzz/fuzz_targets/worker_frame.rs` and the corpus test
+//! `crates/python/tests/fuzz_corpus.rs`, so both run the same code.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use ferroserve_protocol::Tensor;
+use ferroserve_protocol::v2::InferResponse;
+use ferroserve_protocol::{binary, json};
+use ferroserve_python::frame::{FromWorker, read_frame};
+
+/// The frame limits of `frame.rs` (private there).
+const MAX_HEADER: u64 = 64 << 20;
+const MAX_PAYLOAD: u64 = 16 << 30;
+/// How many bytes more than it holds an input may declare; see `declares_too_much`.
+const SLACK: u64 = 1 << 20;
+
+/// Reads every frame of one input; true when it is whole frames only, each header a message and
+/// each result's tensors valid. Panics only on a bug.
+pub fn check(input: &[u8]) -> bool {
+    let mut reader = input;
+    let mut valid = true;
+    loop {
+        if declares_too_much(reader) {
+            return false;
+        }
+        let left = reader.len();
+        let (header, payload) = match now(read_frame(&mut reader)) {
+            Ok(Some(frame)) => frame,
+            // The end of the stream, or a cut-off prefix (the real reader stops there too).
+            Ok(None) => return valid && left == 0,
+            Err(_) => return false,
+        };
+        let Ok(message) = serde_json::from_slice::<FromWorker>(&header) else {
+            return false;
+        };
+        let FromWorker::Result {
+            response: Some(wire),
+            ..
+        } = message
+        else {
+            continue;
+        };
+        let mut outputs = Vec::with_capacity(wire.outputs.len());
+        for t in wire.outputs {
+            let place = usize::try_from(t.offset)
+                .ok()
+                .zip(usize::try_from(t.length).ok())
+                .and_then(|(start, len)| Some(start..start.checked_add(len)?))
+                .filter(|r| r.end <= payload.len());
+            let Some(place) = place else {
+                valid = false;
+                continue;
+            };
+            match Tensor::new(t.name, t.datatype, t.shape, payload.slice(place)) {
+                Ok(mut tensor) => {
+                    tensor.parameters = t.parameters;
+                    outputs.push(tensor);
+                }
+                Err(_) => valid = false,
+            }
+        }
+        let resp = InferResponse {
+            model_name: wire.model_name,
+            model_version: None,
+            id: wire.id,
+            parameters: wire.parameters,
+            outputs,
+        };
+        // On to a client. The response's parameters stand in for the request's, so that an
+        // input can ask for binary outputs (`binary_data_output`).
+        let _ = json::encode_response(&resp);
+        let _ = binary::encode_response(&resp, &resp.parameters, &[]);
+    }
+}
+
+/// Whether the next frame declares (within the limits) more bytes than the input holds, by more
+/// than `SLACK`.
+///
+/// Known issue, not fixed here: `read_frame` allocates the declared header and payload lengths
+/// (up to 64 MiB and 16 GiB) before reading them, so a 12-byte prefix makes it allocate 16 GiB.
+/// libFuzzer counts that as a crash (out of memory) on every run; such inputs are skipped so
+/// fuzzing can go on. The ignored test `read_frame_allocates_only_what_it_receives` in
+/// `crates/python/tests/fuzz_corpus.rs` shows it; remove this check once it passes.
+fn declares_too_much(rest: &[u8]) -> bool {
+    let Some((prefix, body)) = rest.split_first_chunk::<12>() else {
+        return false;
+    };
+    let (h, p) = prefix.split_at(4);
+    let header = u64::from(u32::from_le_bytes(h.try_into().unwrap_or_default()));
+    let payload = u64::from_le_bytes(p.try_into().unwrap_or_default());
+    header <= MAX_HEADER && payload <= MAX_PAYLOAD && header + payload > body.len() as u64 + SLACK
+}
+
+/// Runs a future that never waits (`read_frame` over a slice) to its end.
+fn now<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => unreachable!("reading from memory never waits"),
+    }
+}
