@@ -199,6 +199,7 @@ impl Shared {
         });
         let pending: Vec<Pending> = self.lock_pending().drain().map(|(_, p)| p).collect();
         for p in pending {
+            drop(p.permit);
             let _ = p.tx.send(Err(reason.clone()));
         }
     }
@@ -596,7 +597,9 @@ async fn read_loop(
             if done && p.permit.is_some() {
                 *shared.last_done.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             }
-            // The permit goes back with the answer, even when the caller has left.
+            // The permit goes back with the answer, even when the caller has left; before the
+            // answer reaches the caller, so that its next request finds the capacity free.
+            drop(p.permit);
             let _ = p.tx.send(Ok(reply));
         }
     };

@@ -299,9 +299,11 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                         let (model, stages, reply) = (model.clone(), start.stages.clone(), reply.clone());
                         async move {
                             // Dropped when the work ends or is aborted: only then is the
-                            // replica's capacity free again.
-                            let _permit = permit;
+                            // replica's capacity free again; and before the reply, so that a
+                            // caller's next request finds the capacity free.
+                            let permit = permit;
                             let result = pipeline(model, payload, ctx, stages).await;
+                            drop(permit);
                             if let Some(tx) = take(&reply) {
                                 let _ = tx.send(result);
                             }
