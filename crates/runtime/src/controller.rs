@@ -137,6 +137,7 @@ impl Controller {
             let status = Arc::new(Mutex::new(DeploymentStatus::new(&d.name)));
             entries.push(DeploymentEntry::new(
                 d.name.clone(),
+                d.exposed,
                 router.clone(),
                 status.clone(),
             ));

@@ -19,6 +19,9 @@ pub struct Deployment {
     pub(crate) name: String,
     pub(crate) backend: Arc<dyn ReplicaBackend>,
     pub(crate) options: DeploymentOptions,
+    /// Whether clients reach it (listed, routed); internal deployments are reached only by
+    /// other deployments through handles.
+    pub(crate) exposed: bool,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -54,6 +57,7 @@ impl Deployment {
             name: name.into(),
             backend,
             options: DeploymentOptions::default(),
+            exposed: true,
         }
     }
 
@@ -120,6 +124,18 @@ impl Deployment {
     pub fn user_config(mut self, v: serde_json::Value) -> Self {
         self.options.user_config = Some(v);
         self
+    }
+
+    /// Whether clients reach the deployment over the ingress (the default), or only other
+    /// deployments do, through handles (Ray Serve's deployments other than the ingress).
+    pub fn exposed(mut self, exposed: bool) -> Self {
+        self.exposed = exposed;
+        self
+    }
+
+    /// Whether clients reach the deployment over the ingress.
+    pub fn is_exposed(&self) -> bool {
+        self.exposed
     }
 }
 

@@ -93,6 +93,37 @@ impl InferError {
     }
 }
 
+impl InferError {
+    /// The error of a call to deployment `name` made by another deployment: the same kind
+    /// (an inner 503 stays a 503), its message naming the hop that failed.
+    pub fn in_deployment(self, name: &str) -> Self {
+        let named = |m: String| format!("deployment '{name}': {m}");
+        match self {
+            InferError::InvalidInput(m) => InferError::InvalidInput(named(m)),
+            InferError::Unavailable(m) => InferError::Unavailable(named(m)),
+            InferError::Internal(m) => InferError::Internal(named(m)),
+            // These name the deployment already.
+            other => other,
+        }
+    }
+}
+
+impl From<InferError> for ModelError {
+    /// An inner call's failure as the calling model's own: bad input stays bad input, a
+    /// deployment that cannot serve now (not ready, overloaded, timed out) is unavailable
+    /// (503), anything else is internal.
+    fn from(e: InferError) -> Self {
+        match e {
+            InferError::InvalidInput(m) => ModelError::InvalidInput(m),
+            e @ (InferError::Unavailable(_)
+            | InferError::ModelNotReady { .. }
+            | InferError::Overloaded { .. }
+            | InferError::Timeout { .. }) => ModelError::Unavailable(e.to_string()),
+            e => ModelError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<ProtocolError> for InferError {
     fn from(e: ProtocolError) -> Self {
         Self::InvalidInput(e.to_string())

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ferroserve_protocol::v2::{InferResponse, ModelMetadata, RequestedOutput};
 
@@ -14,17 +15,57 @@ use crate::{InferError, Payload, Prediction, RequestContext};
 /// A deployment as the handle sees it: its router and its status snapshot.
 pub(crate) struct DeploymentEntry {
     name: String,
+    /// Reached by clients; internal deployments only through [`DeploymentHandle`]s.
+    exposed: bool,
     router: Router,
     status: Arc<Mutex<DeploymentStatus>>,
 }
 
 impl DeploymentEntry {
-    pub(crate) fn new(name: String, router: Router, status: Arc<Mutex<DeploymentStatus>>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        exposed: bool,
+        router: Router,
+        status: Arc<Mutex<DeploymentStatus>>,
+    ) -> Self {
         DeploymentEntry {
             name,
+            exposed,
             router,
             status,
         }
+    }
+}
+
+/// A deployment reached from inside another (Ray Serve's `DeploymentHandle`). Calls go through
+/// the deployment's router, as a client's do (backpressure, `max_ongoing_requests`, queue,
+/// timeouts, metrics), inherit the deadline of the request they are made for, and are
+/// cancelled by dropping their future. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DeploymentHandle {
+    handle: Handle,
+    name: String,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl DeploymentHandle {
+    /// The deployment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs preprocess → predict → postprocess on a replica of the deployment. An error names
+    /// this deployment and keeps its kind (an inner 503 is a 503 for the caller too).
+    pub async fn infer(&self, payload: Payload) -> Result<Prediction, InferError> {
+        let ctx = RequestContext {
+            headers: Vec::new(),
+            deadline: self.deadline,
+            handle: Some(self.handle.clone()),
+        };
+        self.handle
+            .call(&self.name, payload, ctx)
+            .await
+            .map_err(|e| e.in_deployment(&self.name))
     }
 }
 
@@ -77,7 +118,8 @@ impl Handle {
         }
     }
 
-    fn entry(&self, name: &str) -> Result<&DeploymentEntry, InferError> {
+    /// Any deployment, internal ones included.
+    fn any_entry(&self, name: &str) -> Result<&DeploymentEntry, InferError> {
         self.inner
             .by_name
             .get(name)
@@ -85,29 +127,43 @@ impl Handle {
             .ok_or_else(|| InferError::ModelNotFound(name.to_owned()))
     }
 
-    /// Whether a deployment of this name exists (a map lookup, for metric labels).
-    pub fn has_model(&self, name: &str) -> bool {
-        self.inner.by_name.contains_key(name)
+    /// A deployment clients may reach: internal ones are not found.
+    fn entry(&self, name: &str) -> Result<&DeploymentEntry, InferError> {
+        self.any_entry(name)
+            .ok()
+            .filter(|e| e.exposed)
+            .ok_or_else(|| InferError::ModelNotFound(name.to_owned()))
     }
 
-    /// Names of all deployments, ready or not, in registration order.
+    /// Whether clients can reach a deployment of this name (a map lookup, for metric labels).
+    pub fn has_model(&self, name: &str) -> bool {
+        self.entry(name).is_ok()
+    }
+
+    /// Names of the deployments clients reach, ready or not, in registration order.
     pub fn model_names(&self) -> Vec<String> {
         self.inner
             .deployments
             .iter()
+            .filter(|d| d.exposed)
             .map(|d| d.name.clone())
             .collect()
     }
 
+    /// A handle to any deployment of this server, internal ones included, for calls from
+    /// inside another deployment (Ray Serve's `serve.get_deployment_handle`).
+    pub fn deployment(&self, name: &str) -> Result<DeploymentHandle, InferError> {
+        self.any_entry(name)?;
+        Ok(DeploymentHandle {
+            handle: self.clone(),
+            name: name.to_owned(),
+            deadline: None,
+        })
+    }
+
     /// The state of a model.
     pub fn status(&self, name: &str) -> Result<ModelStatus, InferError> {
-        let set = self.entry(name)?.router.replica_set();
-        Ok(match &set.availability {
-            Availability::Ready | Availability::ScaledToZero => ModelStatus::Ready,
-            Availability::NotStarted | Availability::Recovering => ModelStatus::Loading,
-            Availability::Failed(why) => ModelStatus::Failed(why.clone()),
-            Availability::Stopped => ModelStatus::Stopped,
-        })
+        Ok(entry_status(self.entry(name)?))
     }
 
     /// Whether a model can serve: it has a running replica, or is scaled to zero and starts
@@ -116,12 +172,12 @@ impl Handle {
         Ok(self.status(name)? == ModelStatus::Ready)
     }
 
-    /// Whether every model is ready.
+    /// Whether every deployment, internal ones included, is ready.
     pub async fn server_ready(&self) -> bool {
         self.inner
             .deployments
             .iter()
-            .all(|d| matches!(self.status(&d.name), Ok(ModelStatus::Ready)))
+            .all(|d| entry_status(d) == ModelStatus::Ready)
     }
 
     /// Metadata of a model that has started at least once.
@@ -146,9 +202,9 @@ impl Handle {
         Ok(self.entry(name)?.router.statistics())
     }
 
-    /// Status snapshot of one deployment, with live request counts.
+    /// Status snapshot of one deployment (internal ones too), with live request counts.
     pub fn deployment_status(&self, name: &str) -> Result<DeploymentStatus, InferError> {
-        let d = self.entry(name)?;
+        let d = self.any_entry(name)?;
         let mut s = d.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.queued_requests = d.router.queued();
         Ok(s)
@@ -177,7 +233,23 @@ impl Handle {
         payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
-        let entry = self.entry(name)?;
+        self.entry(name)?;
+        self.call(name, payload, ctx).await
+    }
+
+    /// [`infer`](Handle::infer) on any deployment, internal ones included: the path of calls
+    /// between deployments. The model's handlers can reach the other deployments through
+    /// `ctx` ([`RequestContext::deployment`]).
+    pub(crate) async fn call(
+        &self,
+        name: &str,
+        payload: Payload,
+        mut ctx: RequestContext,
+    ) -> Result<Prediction, InferError> {
+        let entry = self.any_entry(name)?;
+        if ctx.handle.is_none() {
+            ctx.handle = Some(self.clone());
+        }
         let v2_request = match &payload {
             Payload::V2(req) => {
                 req.validate()?;
@@ -201,6 +273,16 @@ impl Handle {
                 "model '{name}' returned a V2 response for a V1 request"
             ))),
         }
+    }
+}
+
+/// A deployment's state as the outside world sees it.
+fn entry_status(entry: &DeploymentEntry) -> ModelStatus {
+    match &entry.router.replica_set().availability {
+        Availability::Ready | Availability::ScaledToZero => ModelStatus::Ready,
+        Availability::NotStarted | Availability::Recovering => ModelStatus::Loading,
+        Availability::Failed(why) => ModelStatus::Failed(why.clone()),
+        Availability::Stopped => ModelStatus::Stopped,
     }
 }
 

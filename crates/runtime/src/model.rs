@@ -1,9 +1,12 @@
 //! The contract between ferroserve and a model: [`Model`].
 
+use std::time::Instant;
+
 use async_trait::async_trait;
 use ferroserve_protocol::v2::{InferRequest, InferResponse, TensorMetadata};
 
-use crate::ModelError;
+use crate::handle::{DeploymentHandle, Handle};
+use crate::{InferError, ModelError};
 
 /// What a model receives: a V2 request, or the free-form JSON body of a V1 `:predict`
 /// (as `kserve.Model.predict` receives an `InferRequest` or a dict).
@@ -30,9 +33,35 @@ pub enum Prediction {
 pub struct RequestContext {
     /// Request headers (HTTP headers or gRPC metadata), names in lower case.
     pub headers: Vec<(String, String)>,
+    /// When the caller stops waiting (a client's `grpc-timeout`, an outer request's deadline);
+    /// calls made to other deployments for this request inherit it.
+    pub deadline: Option<Instant>,
+    /// The server's deployments, set by the [`Handle`] that routes the request.
+    pub(crate) handle: Option<Handle>,
 }
 
 impl RequestContext {
+    /// A context with these headers.
+    pub fn with_headers(headers: Vec<(String, String)>) -> Self {
+        RequestContext {
+            headers,
+            ..Self::default()
+        }
+    }
+
+    /// A handle to another deployment of this server (internal ones included), for calls made
+    /// while handling this request: they go through that deployment's router (backpressure,
+    /// timeouts, metrics), inherit this request's deadline, and are cancelled with it (drop
+    /// the call's future).
+    pub fn deployment(&self, name: &str) -> Result<DeploymentHandle, InferError> {
+        let handle = self.handle.as_ref().ok_or_else(|| {
+            InferError::Internal("this request was not routed by a handle".into())
+        })?;
+        let mut d = handle.deployment(name)?;
+        d.deadline = self.deadline;
+        Ok(d)
+    }
+
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -222,7 +222,15 @@ impl Router {
         payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
-        let timeout = self.inner.limits.load().request_timeout;
+        // The deployment's own limit, or the caller's deadline if that comes first.
+        let limit = self.inner.limits.load().request_timeout;
+        let timeout = match ctx.deadline {
+            None => limit,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(limit.map_or(left, |l| l.min(left)))
+            }
+        };
         let work = async {
             let queued_at = Instant::now();
             // Only live replicas hand out permits (`ReplicaSlot::try_take`).

@@ -18,7 +18,7 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> RequestContext {
             out.push((name.as_str().to_owned(), v));
         }
     }
-    RequestContext { headers: out }
+    RequestContext::with_headers(out)
 }
 
 /// The context of a gRPC call.
@@ -36,7 +36,7 @@ pub(crate) fn from_metadata(metadata: &MetadataMap) -> RequestContext {
             out.push((name.as_str().to_owned(), v));
         }
     }
-    RequestContext { headers: out }
+    RequestContext::with_headers(out)
 }
 
 fn join<'a>(name: &str, mut values: impl Iterator<Item = &'a str>) -> Option<String> {
