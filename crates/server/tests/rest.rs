@@ -700,9 +700,11 @@ async fn the_status_route_shows_deployments_and_replicas() {
     let mut body = serde_json::Value::Null;
     for _ in 0..100 {
         body = s.get("/-/status").await.1;
+        // Both deployments settled: identity's replicas running, broken's load failed.
         if body["deployments"][0]["replicas"]
             .as_array()
             .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["state"] == "running"))
+            && body["deployments"][1]["last_error"].is_string()
         {
             break;
         }
