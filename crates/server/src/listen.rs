@@ -87,7 +87,9 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let refusal = refusal(limits.max_connections);
     // Each connection holds a receiver; `closed()` completes when the last one has ended.
