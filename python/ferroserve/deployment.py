@@ -58,5 +58,12 @@ class _Serve:
 
     deployment = staticmethod(deployment)
 
+    @staticmethod
+    def get_deployment_handle(deployment_name, app_name=None):
+        """A handle to a deployment of the server (Ray Serve's `serve.get_deployment_handle`)."""
+        from .handle import get_deployment_handle
+
+        return get_deployment_handle(deployment_name, app_name)
+
 
 serve = _Serve()

@@ -33,3 +33,8 @@ class ModelNotReady(RuntimeError):
 
 class ServerNotReady(RuntimeError):
     """The server cannot serve right now (HTTP 503)."""
+
+
+class DeploymentUnavailableError(RuntimeError):
+    """A deployment called through a handle cannot serve now: overloaded, not ready, or out of
+    time (HTTP 503 if it escapes the model, as the inner 503 it stands for)."""

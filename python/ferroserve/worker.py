@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import handle as _handles
 from .protocol import read_frame, write_frame
 from .types import (
     InferInput,
+    InferOutput,
     InferRequest,
     InferResponse,
     RequestedOutput,
@@ -126,7 +128,7 @@ def _error_kind(exc: BaseException) -> str:
     names = {c.__name__ for c in type(exc).__mro__}
     if "InvalidInput" in names:
         return "invalid_input"
-    if names & {"ModelNotReady", "ServerNotReady"}:
+    if names & {"ModelNotReady", "ServerNotReady", "DeploymentUnavailableError"}:
         return "unavailable"
     return "internal"
 
@@ -325,6 +327,46 @@ def _pipeline(model):
     return steps
 
 
+def _wire_request(request):
+    """An `InferRequest` as a call's header and raw tensor parts (no copy where the input
+    arrived raw)."""
+    inputs, parts, offset = [], [], 0
+    for i in request.inputs:
+        raw = getattr(i, "_raw", None)
+        if raw is None:
+            raw = _tensor_bytes(i.datatype, i.as_numpy())
+        length = memoryview(raw).nbytes
+        inputs.append(
+            {
+                "name": i.name,
+                "datatype": i.datatype,
+                "shape": [int(d) for d in i.shape],
+                "parameters": _plain(i.parameters, f"input '{i.name}' of the call"),
+                "offset": offset,
+                "length": length,
+            }
+        )
+        parts.append(raw)
+        offset += length
+    outputs = [
+        {"name": o["name"], "parameters": _plain(o.get("parameters"), f"requested output '{o['name']}'")}
+        for o in (request.request_outputs or [])
+    ]
+    wire = {"id": request.id, "parameters": _plain(request.parameters, "the call"), "inputs": inputs, "outputs": outputs}
+    return wire, parts
+
+
+def _response_from(response, payload):
+    """A call's V2 answer as an `InferResponse` whose outputs are numpy views of the payload."""
+    view = payload if isinstance(payload, memoryview) else memoryview(payload)
+    outputs = []
+    for t in response["outputs"]:
+        inp = InferInput(t["name"], t["shape"], t["datatype"])
+        inp.set_raw(view[t["offset"] : t["offset"] + t["length"]])
+        outputs.append(InferOutput(t["name"], t["shape"], t["datatype"], data=inp.as_numpy(), parameters=t.get("parameters") or {}))
+    return InferResponse(response.get("id"), response.get("model_name", ""), outputs, parameters=response.get("parameters") or {})
+
+
 class Worker:
     """Serves one model's requests from the socket until it closes.
 
@@ -346,6 +388,9 @@ class Worker:
         self.backlog = collections.OrderedDict()  # sync model: id -> frame, not started yet
         self.work = asyncio.Event()
         self.executor = None if self.concurrent else ThreadPoolExecutor(1, thread_name_prefix="ferroserve-predict")
+        self.loop = None  # the event loop, set by `serve`
+        self.calls = {}  # the model's calls to other deployments: id -> future of the answer
+        self.next_call = 0
 
     async def send(self, header, parts=()):
         write_frame(self.writer, header, parts)
@@ -381,6 +426,7 @@ class Worker:
     async def infer_async(self, header, payload):
         rid = header["id"]
         headers = header.get("headers") or {}
+        _handles.current_request.set(rid)  # this task's own context
         try:
             z = self._input(header, payload)
             for fn, is_async in self.steps:
@@ -399,6 +445,7 @@ class Worker:
     def _compute_sync(self, header, payload, loop):
         """On the predict thread: the whole pipeline, returning the answer frame."""
         headers = header.get("headers") or {}
+        _handles.current_request.set(header["id"])
         try:
             z = self._input(header, payload)
             for fn, _ in self.steps:
@@ -448,7 +495,46 @@ class Worker:
             error = _error_message(e)
         await self.send({"type": "reconfigured", "id": rid, "error": error})
 
+    async def call(self, target, payload, parent):
+        """Sends one call to deployment `target` and waits for its answer (see `handle`)."""
+        self.next_call += 1
+        cid = self.next_call
+        header = {"type": "call", "id": cid, "target": target, "parent": parent}
+        parts = ()
+        if isinstance(payload, InferRequest):
+            header["protocol"] = "v2"
+            header["request"], parts = _wire_request(payload)
+        elif isinstance(payload, (dict, list)):
+            header["protocol"] = "v1"
+            header["body"] = payload
+        else:
+            raise TypeError(f"a call takes a dict, a list or an InferRequest, not {type(payload).__name__}")
+        answer = self.loop.create_future()
+        self.calls[cid] = answer
+        try:
+            await self.send(header, parts)
+            return await answer
+        except asyncio.CancelledError:
+            if self.calls.pop(cid, None) is not None:
+                write_frame(self.writer, {"type": "call_cancel", "id": cid})
+            raise
+        finally:
+            self.calls.pop(cid, None)
+
+    def _answer_call(self, header, payload):
+        answer = self.calls.pop(header["id"], None)
+        if answer is None or answer.done():
+            return  # the model stopped waiting
+        if header["type"] == "call_error":
+            answer.set_exception(_handles.error_from(header.get("kind", "internal"), header.get("message", "")))
+        elif header.get("protocol") == "v2":
+            answer.set_result(_response_from(header["response"], payload))
+        else:
+            answer.set_result(header.get("body"))
+
     async def serve(self):
+        self.loop = asyncio.get_running_loop()
+        _handles._set_channel(self)
         runner = None if self.concurrent else asyncio.ensure_future(self.run_sync())
         try:
             while True:
@@ -465,6 +551,8 @@ class Worker:
                         self.work.set()
                 elif kind == "cancel":
                     await self.cancel(header["id"])
+                elif kind in ("call_result", "call_error"):
+                    self._answer_call(header, payload)
                 elif kind == "health":
                     await self.health(header["id"])
                 elif kind == "reconfigure":

@@ -11,6 +11,8 @@
 //! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
 //! | `cancel` (the caller went away) | `cancelled` if the request was dropped before it finished (else its `result` or `error`) |
 //! | | `ready` (`info`, `concurrent`) once `load()` returned, or `load_failed` (`error`: the traceback) |
+//! | `call_result` (`protocol`, `response` or `body`), or `call_error` (`kind`, `message`) | `call` (`target`, `protocol`, `request` or `body`, `parent`): the model calls another deployment |
+//! | | `call_cancel`: the model stopped waiting for its call |
 //!
 //! Every `infer` gets exactly one answer: `result`, `error` or `cancelled`.
 
@@ -46,20 +48,24 @@ pub struct WireTensor {
 }
 
 /// A V2 request in a header.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireRequest {
+    /// Request id.
+    #[serde(default)]
     /// Request id.
     pub id: Option<String>,
     /// Request parameters.
+    #[serde(default)]
     pub parameters: Parameters,
     /// Inputs.
     pub inputs: Vec<WireTensor>,
     /// Requested outputs.
+    #[serde(default)]
     pub outputs: Vec<RequestedOutput>,
 }
 
 /// A V2 response in a header.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireResponse {
     /// Model name.
     #[serde(default)]
@@ -125,6 +131,28 @@ pub enum ToWorker<'a> {
         /// The request.
         id: u64,
     },
+    /// The answer to the worker's `call`.
+    CallResult {
+        /// The call.
+        id: u64,
+        /// `v1` or `v2`.
+        protocol: &'static str,
+        /// V2 answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response: Option<WireResponse>,
+        /// V1 answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<serde_json::Value>,
+    },
+    /// The worker's `call` failed.
+    CallError {
+        /// The call.
+        id: u64,
+        /// The error's kind (`InferError::kind`: `invalid_input`, `overloaded`, ...).
+        kind: &'static str,
+        /// What happened, naming the deployment.
+        message: String,
+    },
 }
 
 /// Messages from a worker.
@@ -172,6 +200,29 @@ pub enum FromWorker {
         id: u64,
         /// Healthy or not.
         ok: bool,
+    },
+    /// The model calls another deployment (a `DeploymentHandle`).
+    Call {
+        /// Pairs the answer (the worker's own numbering).
+        id: u64,
+        /// The deployment called.
+        target: String,
+        /// `v1` or `v2`.
+        protocol: String,
+        /// V2 request.
+        #[serde(default)]
+        request: Option<WireRequest>,
+        /// V1 body.
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+        /// The request the call is made for, whose deadline it inherits.
+        #[serde(default)]
+        parent: Option<u64>,
+    },
+    /// The model stopped waiting for call `id`.
+    CallCancel {
+        /// The call.
+        id: u64,
     },
     /// Request `id` was dropped after a `cancel`, before it finished.
     Cancelled {

@@ -7,6 +7,7 @@
 //! restarts and stops worker processes exactly as it does thread replicas.
 //! *Invariant:* no Python runs inside the server process.
 
+mod calls;
 pub mod frame;
 mod worker;
 

@@ -36,6 +36,7 @@ use tokio::process::Command;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::PythonSpec;
+use crate::calls::{Call, Calls, Outbox};
 use crate::frame::{
     FromWorker, ToWorker, WireInfo, WireRequest, WireTensor, read_frame, write_frame,
 };
@@ -151,6 +152,8 @@ struct Pending {
     /// An inference request's slot on this replica, given back with the worker's answer (or
     /// its death). Health checks and reconfigure hold none and do not count for the watchdog.
     permit: Option<Permit>,
+    /// The request's deadline, inherited by the calls the model makes for it.
+    deadline: Option<Instant>,
 }
 
 /// State shared by the replica and its tasks.
@@ -173,6 +176,8 @@ struct Shared {
     /// Asks the writer to close the socket, which tells the worker to exit.
     close: Notify,
     stderr_tail: Mutex<VecDeque<String>>,
+    /// Calls the model is making to other deployments.
+    calls: Arc<Calls>,
 }
 
 impl Shared {
@@ -197,6 +202,7 @@ impl Shared {
                 false
             }
         });
+        self.calls.cancel_all();
         let pending: Vec<Pending> = self.lock_pending().drain().map(|(_, p)| p).collect();
         for p in pending {
             drop(p.permit);
@@ -224,7 +230,7 @@ impl Shared {
 /// A running Python replica.
 pub(crate) struct WorkerReplica {
     shared: Arc<Shared>,
-    out: mpsc::UnboundedSender<(Vec<u8>, Vec<Bytes>)>,
+    out: Outbox,
     info: ModelInfo,
     died: watch::Receiver<Option<String>>,
     exited: watch::Receiver<bool>,
@@ -299,6 +305,7 @@ pub(crate) async fn start(
         kill: Notify::new(),
         close: Notify::new(),
         stderr_tail: Mutex::new(VecDeque::new()),
+        calls: Arc::default(),
     });
     if let Some(out) = child.stdout.take() {
         tokio::spawn(log_lines(out, start.clone(), "stdout", None));
@@ -400,7 +407,13 @@ pub(crate) async fn start(
     guard.armed = false;
     let (out, out_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(write_half, out_rx, shared.clone()));
-    tokio::spawn(read_loop(reader, shared.clone(), status_rx));
+    tokio::spawn(read_loop(
+        reader,
+        shared.clone(),
+        status_rx,
+        out.clone(),
+        start.clone(),
+    ));
     if let Some(timeout) = start.request_timeout {
         tokio::spawn(watchdog(shared.clone(), timeout));
     }
@@ -555,6 +568,8 @@ async fn read_loop(
     mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     shared: Arc<Shared>,
     status: oneshot::Receiver<String>,
+    out: Outbox,
+    start: ReplicaStart,
 ) {
     let why = loop {
         let (header, payload) = match read_frame(&mut reader).await {
@@ -575,6 +590,33 @@ async fn read_loop(
             Ok(FromWorker::Health { id, ok }) => (id, Reply::Health(ok)),
             Ok(FromWorker::Reconfigured { id, error }) => (id, Reply::Reconfigured(error)),
             Ok(FromWorker::Cancelled { id }) => (id, Reply::Cancelled),
+            Ok(FromWorker::Call {
+                id,
+                target,
+                protocol,
+                request,
+                body,
+                parent,
+            }) => {
+                let deadline =
+                    parent.and_then(|p| shared.lock_pending().get(&p).and_then(|p| p.deadline));
+                let call = Call {
+                    id,
+                    target,
+                    protocol,
+                    request,
+                    body,
+                    deadline,
+                };
+                shared
+                    .calls
+                    .start(start.handle(), out.clone(), call, payload);
+                continue;
+            }
+            Ok(FromWorker::CallCancel { id }) => {
+                shared.calls.cancel(id);
+                continue;
+            }
             Ok(FromWorker::Ready { .. } | FromWorker::LoadFailed { .. }) => continue,
             // An answer the server cannot read fails that request alone; the worker is fine.
             Err(e) => match serde_json::from_slice::<HeaderId>(&header) {
@@ -688,6 +730,7 @@ impl WorkerReplica {
         header: Vec<u8>,
         parts: Vec<Bytes>,
         permit: Option<Permit>,
+        deadline: Option<Instant>,
     ) -> Result<Reply, InferError> {
         let (tx, rx) = oneshot::channel();
         let is_infer = permit.is_some();
@@ -697,6 +740,7 @@ impl WorkerReplica {
                 tx,
                 sent: Instant::now(),
                 permit,
+                deadline,
             },
         );
         // After registering: if the worker died meanwhile, `die` may have missed this request.
@@ -770,6 +814,7 @@ impl Replica for WorkerReplica {
         permit: Permit,
     ) -> Result<Prediction, InferError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline = ctx.deadline;
         let headers = ctx
             .headers
             .iter()
@@ -819,7 +864,7 @@ impl Replica for WorkerReplica {
             }
         };
         drop(payload);
-        match self.call(id, header, parts, Some(permit)).await? {
+        match self.call(id, header, parts, Some(permit), deadline).await? {
             Reply::Result(Some(resp), _, payload) if v2 => {
                 response_from(resp, &payload).map(Prediction::V2)
             }
@@ -842,7 +887,7 @@ impl Replica for WorkerReplica {
     async fn check_health(&self) -> Result<(), String> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = encode(&ToWorker::Health { id }).map_err(|e| e.to_string())?;
-        match self.call(id, header, Vec::new(), None).await {
+        match self.call(id, header, Vec::new(), None, None).await {
             Ok(Reply::Health(true)) => Ok(()),
             Ok(Reply::Health(false)) => Err("the model's healthy() returned false".into()),
             Ok(_) => Err("a reply of the wrong kind".into()),
@@ -857,7 +902,7 @@ impl Replica for WorkerReplica {
             user_config: &user_config,
         })
         .map_err(|e| e.to_string())?;
-        match self.call(id, header, Vec::new(), None).await {
+        match self.call(id, header, Vec::new(), None, None).await {
             Ok(Reply::Reconfigured(None)) => Ok(()),
             Ok(Reply::Reconfigured(Some(e))) => Err(e),
             Ok(_) => Err("a reply of the wrong kind".into()),

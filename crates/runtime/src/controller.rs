@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::autoscale::{Autoscaler, restart_backoff};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::deployment::Deployment;
-use crate::handle::{DeploymentEntry, Handle};
+use crate::handle::{DeploymentEntry, Handle, WeakHandle};
 use crate::metrics::{DeploymentMetrics, StageHistograms};
 use crate::replica::{Liveness, Replica, ReplicaBackend, ReplicaStart};
 use crate::router::{Availability, Limits, ReplicaSet, ReplicaSlot, Router};
@@ -122,6 +122,8 @@ impl Controller {
             .max()
             .unwrap_or_default();
         let mut entries = Vec::new();
+        // Replicas reach the other deployments through this, set once the handle exists.
+        let handle_cell = Arc::new(std::sync::OnceLock::new());
         let mut controls = Vec::new();
         let mut tasks = Vec::new();
         for (d, config) in deployments.into_iter().zip(configs) {
@@ -168,17 +170,20 @@ impl Controller {
                 published: None,
                 stopping_replicas: Vec::new(),
                 events: ev_tx,
+                handle: handle_cell.clone(),
             };
             controls.push((d.name, ctl_tx));
             tasks.push(tokio::spawn(actor.run(ctl_rx, ev_rx)));
         }
+        let handle = Handle::new(entries);
+        let _ = handle_cell.set(handle.downgrade());
         Ok((
             Controller {
                 deployments: controls,
                 tasks,
                 graceful_shutdown_timeout,
             },
-            Handle::new(entries),
+            handle,
         ))
     }
 
@@ -310,6 +315,8 @@ struct Actor {
     /// Replicas being stopped (awaited at shutdown).
     stopping_replicas: Vec<JoinHandle<()>>,
     events: mpsc::UnboundedSender<Event>,
+    /// The server's deployments, handed to replicas for their calls.
+    handle: Arc<std::sync::OnceLock<WeakHandle>>,
 }
 
 impl Actor {
@@ -526,6 +533,7 @@ impl Actor {
                 });
             }),
             liveness: liveness.clone(),
+            handle: self.handle.clone(),
         };
         let backend = self.backend.clone();
         let events = self.events.clone();

@@ -54,6 +54,13 @@ impl DeploymentHandle {
         &self.name
     }
 
+    /// The same handle, its calls bounded by `deadline` (that of the request they are made
+    /// for).
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// Runs preprocess → predict → postprocess on a replica of the deployment. An error names
     /// this deployment and keeps its kind (an inner 503 is a 503 for the caller too).
     pub async fn infer(&self, payload: Payload) -> Result<Prediction, InferError> {
@@ -103,7 +110,24 @@ impl std::fmt::Debug for Handle {
     }
 }
 
+/// A [`Handle`] that does not keep the deployments alive: what replicas hold, since the
+/// deployments' routers hold the replicas.
+#[derive(Debug, Clone, Default)]
+pub struct WeakHandle(std::sync::Weak<Inner>);
+
+impl WeakHandle {
+    /// The handle, while the server runs.
+    pub fn upgrade(&self) -> Option<Handle> {
+        self.0.upgrade().map(|inner| Handle { inner })
+    }
+}
+
 impl Handle {
+    /// A weak reference to this handle.
+    pub fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) fn new(deployments: Vec<DeploymentEntry>) -> Self {
         let by_name = deployments
             .iter()

@@ -26,7 +26,7 @@ pub use config::{AutoscalingOptions, ConfigError, DeploymentConfig, DeploymentOp
 pub use controller::{Controller, ControllerError, ModelFactory};
 pub use deployment::{Deployment, factory};
 pub use error::{InferError, ModelError};
-pub use handle::{DeploymentHandle, Handle, ModelStatus};
+pub use handle::{DeploymentHandle, Handle, ModelStatus, WeakHandle};
 pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
 pub use replica::{Liveness, LocalBackend, Replica, ReplicaBackend, ReplicaStart};

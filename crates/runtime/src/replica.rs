@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controller::{ModelFactory, panic_message};
 use crate::metrics::StageHistograms;
+use crate::handle::{Handle, WeakHandle};
 use crate::router::Permit;
 use crate::{InferError, Model, ModelError, ModelInfo, Payload, Prediction, RequestContext};
 
@@ -121,6 +122,8 @@ pub struct ReplicaStart {
     pub(crate) stages: StageHistograms,
     pub(crate) on_loading: Arc<dyn Fn() + Send + Sync>,
     pub(crate) liveness: Arc<Liveness>,
+    /// The server's deployments, set once they all exist.
+    pub(crate) handle: Arc<std::sync::OnceLock<WeakHandle>>,
 }
 
 impl std::fmt::Debug for ReplicaStart {
@@ -136,6 +139,12 @@ impl ReplicaStart {
     /// Tells the controller that construction is done and `load` is running.
     pub fn loading(&self) {
         (self.on_loading)();
+    }
+
+    /// The server's deployments, for calls the replica makes to other deployments
+    /// (composition); `None` while the server starts or once it has stopped.
+    pub fn handle(&self) -> Option<Handle> {
+        self.handle.get().and_then(WeakHandle::upgrade)
     }
 
     /// The replica's liveness: mark it dead the moment the replica is known to have died.

@@ -231,6 +231,12 @@ impl Router {
                 Some(limit.map_or(left, |l| l.min(left)))
             }
         };
+        // Calls the model makes for this request inherit its deadline.
+        let mut ctx = ctx;
+        if let Some(t) = timeout {
+            let end = Instant::now() + t;
+            ctx.deadline = Some(ctx.deadline.map_or(end, |d| d.min(end)));
+        }
         let work = async {
             let queued_at = Instant::now();
             // Only live replicas hand out permits (`ReplicaSlot::try_take`).

@@ -1,0 +1,128 @@
+//! Python deployments calling other deployments (Python and Rust) through handles, over the
+//! worker's own socket and the target's router.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn python(name: &str, class: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n{extra}",
+        repo().join("tests/python/models/compose.py").display(),
+        common::python().display()
+    )
+}
+
+fn server(extra_double: &str) -> Server {
+    Server::start(&format!(
+        "deployments:\n  - name: identity\n    model: identity\n{}{}{}{}{}",
+        python("double", "Double", extra_double),
+        python("ingress", "Ingress", "    request_timeout_s: 5\n"),
+        python("sync-ingress", "SyncIngress", ""),
+        python("sleeper", "Sleeper", "    max_ongoing_requests: 16\n"),
+        python("fan", "FanOut", "    request_timeout_s: 0.5\n"),
+    ))
+}
+
+async fn sleeper_ongoing(s: &Server) -> u64 {
+    let st = s.status().await;
+    st["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "sleeper")
+        .unwrap()["ongoing_requests"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_python_and_rust_with_chaining_fan_out_and_named_errors() {
+    let s = server("");
+    s.wait_ready(60).await;
+
+    // V1, the second call chained on the first's DeploymentResponse.
+    let (status, body) = s.post("/v1/models/ingress:predict", json!({"x": 3})).await;
+    assert_eq!((status, body["x"].clone()), (200, json!(12)), "{body}");
+    // From a sync handler, with .result().
+    let (status, body) = s
+        .post("/v1/models/sync-ingress:predict", json!({"x": 5}))
+        .await;
+    assert_eq!((status, body["x"].clone()), (200, json!(10)), "{body}");
+
+    // V2 through the Rust identity, then the Python double: tensors as raw bytes.
+    let (status, body) = s
+        .post(
+            "/v2/models/ingress/infer",
+            json!({"id": "7", "inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2.5, -4]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "7");
+    assert_eq!(
+        body["outputs"][0],
+        json!({"name": "x", "datatype": "FP32", "shape": [3], "data": [2.0, 5.0, -8.0]})
+    );
+
+    // Fan-out: four 0.3 s calls at once take about 0.3 s, not 1.2 s.
+    let t0 = Instant::now();
+    let (status, body) = s
+        .post("/v1/models/fan:predict", json!({"n": 4, "sleep": 0.3}))
+        .await;
+    assert_eq!((status, body["answers"].clone()), (200, json!(4)), "{body}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // A failing middle hop is named in the error.
+    let (status, body) = s
+        .post("/v1/models/ingress:predict", json!({"fail": true}))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    let e = body["error"].as_str().unwrap();
+    assert!(
+        e.contains("deployment 'double'") && e.contains("kaput"),
+        "{e}"
+    );
+
+    // A client's timeout on the outer request cancels the inner calls.
+    let (status, _) = s
+        .post("/v1/models/fan:predict", json!({"n": 3, "sleep": 5}))
+        .await;
+    assert_eq!(status, 408);
+    eventually(2, "the inner calls cancelled", || async {
+        sleeper_ongoing(&s).await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inner_backpressure_reaches_the_client_as_a_503() {
+    let s = server("    max_ongoing_requests: 1\n    max_queued_requests: 0\n");
+    s.wait_ready(60).await;
+    let url = s.url("/v1/models/double:predict");
+    let busy = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(r#"{"sleep": 1.0}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = s.post("/v1/models/ingress:predict", json!({"x": 1})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("overloaded"),
+        "{body}"
+    );
+    assert_eq!(busy.await.unwrap(), 200);
+}

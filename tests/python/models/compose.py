@@ -1,0 +1,77 @@
+"""Models that call other deployments through handles (composition)."""
+
+import asyncio
+import os
+import time
+
+import numpy as np
+
+from ferroserve import InferOutput, InferRequest, InferResponse, Model, get_deployment_handle
+
+
+class Double(Model):
+    """V1 `{"x": n}` → `{"x": 2n}`; V2: every input doubled. `{"fail": true}` raises;
+    `{"sleep": s}` waits first."""
+
+    def predict(self, payload, headers=None):
+        if isinstance(payload, dict):
+            if payload.get("fail"):
+                raise ValueError("kaput")
+            time.sleep(payload.get("sleep", 0))
+            return {"x": 2 * payload.get("x", 0), "pid": os.getpid()}
+        outputs = []
+        for i in payload.inputs:
+            o = InferOutput(i.name, i.shape, i.datatype)
+            o.set_data_from_numpy(i.as_numpy() * 2)
+            outputs.append(o)
+        return InferResponse(payload.id, self.name, outputs)
+
+
+class Ingress(Model):
+    """V1: `double(double(request))`, the second call chained on the first's response.
+    V2: through the Rust `identity`, then `double`."""
+
+    def load(self):
+        self.double = get_deployment_handle("double")
+        self.identity = get_deployment_handle("identity")
+        self.ready = True
+
+    async def predict(self, payload, headers=None):
+        if isinstance(payload, dict):
+            return await self.double.remote(self.double.remote(payload))
+        echoed = await self.identity.remote(payload)
+        request = InferRequest("double", [_as_input(o) for o in echoed.outputs], request_id=payload.id)
+        return await self.double.remote(request)
+
+
+def _as_input(output):
+    from ferroserve import InferInput
+
+    i = InferInput(output.name, output.shape, output.datatype)
+    i.set_data_from_numpy(np.asarray(output.as_numpy()))
+    return i
+
+
+class SyncIngress(Model):
+    """A sync handler calling `double` with `.result()`."""
+
+    def predict(self, payload, headers=None):
+        return get_deployment_handle("double").remote(payload).result()
+
+
+class Sleeper(Model):
+    """Async: waits `sleep` seconds."""
+
+    async def predict(self, payload, headers=None):
+        await asyncio.sleep(payload.get("sleep", 0))
+        return {"slept": payload.get("sleep", 0)}
+
+
+class FanOut(Model):
+    """Calls `sleeper` `n` times at once with `asyncio.gather`."""
+
+    async def predict(self, payload, headers=None):
+        sleeper = get_deployment_handle("sleeper")
+        calls = [sleeper.remote({"sleep": payload.get("sleep", 0)}) for _ in range(payload.get("n", 1))]
+        answers = await asyncio.gather(*calls)
+        return {"answers": len(answers)}
