@@ -33,6 +33,7 @@ def deployment(_cls=None, **options):
         merged.update(options)
         setattr(cls, _ATTR, merged)
         setattr(cls, "options", classmethod(_with_options))
+        setattr(cls, "bind", classmethod(_bind))
         return cls
 
     return wrap(_cls) if _cls is not None else wrap
@@ -42,6 +43,13 @@ def _with_options(cls, **options):
     """`Cls.options(num_replicas=4)`: a subclass with these options merged in."""
     sub = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
     return deployment(sub, **options)
+
+
+def _bind(cls, *args, **kwargs):
+    """`Cls.bind(*args, **kwargs)`: a node of an application (see `ferroserve.app`)."""
+    from .app import bind
+
+    return bind(cls, *args, **kwargs)
 
 
 def options_of(cls) -> Dict[str, Any]:
@@ -57,6 +65,14 @@ class _Serve:
     """`from ferroserve import serve; @serve.deployment(...)`: Ray Serve's spelling."""
 
     deployment = staticmethod(deployment)
+
+    @staticmethod
+    def run(app, **server_options):
+        """Serves the application (`Ingress.bind(...)`): replaces this process with ferroserve,
+        as `ModelServer(**server_options).start(app)` (Ray's `serve.run` returns instead)."""
+        from .server import ModelServer
+
+        ModelServer(**server_options).start(app)
 
     @staticmethod
     def get_deployment_handle(deployment_name, app_name=None):

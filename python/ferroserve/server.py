@@ -9,6 +9,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Union
 
+from .app import Application
 from .deployment import name_of, options_of
 
 
@@ -32,18 +33,48 @@ def _target(cls) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _deployment(cls, name: str) -> Dict[str, Any]:
+def _deployment(cls, name: str, target: Optional[str] = None) -> Dict[str, Any]:
     options = options_of(cls)
     options.pop("name", None)
     runtime_env = dict(options.pop("runtime_env", None) or {})
     runtime_env.setdefault("py_executable", sys.executable)
     runtime_env.setdefault("working_dir", os.getcwd())
-    return {"name": name, "python": _target(cls), "runtime_env": runtime_env, **options}
+    return {"name": name, "python": target or _target(cls), "runtime_env": runtime_env, **options}
+
+
+def _import_path(app: Application) -> str:
+    """Where a worker finds the application: `file.py:variable` (or `module:variable`) of the
+    module-level variable that holds it."""
+    modules = [sys.modules.get("__main__"), sys.modules.get(app.cls.__module__)]
+    for module in modules:
+        for var, value in vars(module or object()).items():
+            if value is app:
+                name = module.__name__
+                if name == "__main__" or name.startswith("ferroserve_user_"):
+                    return f"{os.path.abspath(module.__file__)}:{var}"
+                return f"{name}:{var}"
+    raise ValueError(
+        "cannot find the application in a module: assign it to a module-level variable "
+        "(app = Ingress.bind(...)) and start the server under `if __name__ == \"__main__\":`"
+    )
+
+
+def _application(app: Application) -> List[Dict[str, Any]]:
+    """One entry per deployment of the application; only the ingress is exposed."""
+    target = _import_path(app)
+    out = []
+    for node in app.deployments():
+        entry = _deployment(node.cls, node.name, target)
+        entry["exposed"] = node is app
+        out.append(entry)
+    return out
 
 
 def deployments_of(models) -> List[Dict[str, Any]]:
-    """The config entries for what `start` was given: a list of decorated classes, a list of
-    model instances, or a dict of name → class."""
+    """The config entries for what `start` was given: an application (`Ingress.bind(...)`), a
+    list of decorated classes, a list of model instances, or a dict of name → class."""
+    if isinstance(models, Application):
+        return _application(models)
     out = []
     if isinstance(models, dict):
         for name, cls in models.items():

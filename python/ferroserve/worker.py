@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import handle as _handles
+from .app import Application
 from .protocol import read_frame, write_frame
 from .types import (
     InferInput,
@@ -97,11 +98,16 @@ def construct(cls, name: str):
     raises (a TypeError too) reaches the load_failed traceback. The model's `name` is set
     either way."""
     model = cls(name) if _takes_name(cls, name) else cls()
+    _set_name(model, name)
+    return model
+
+
+def _set_name(model, name: str) -> None:
+    """Gives the model its deployment name (kserve models read `self.name`)."""
     try:
         model.name = name
     except AttributeError:
         pass
-    return model
 
 
 def _takes_name(cls, name: str) -> bool:
@@ -313,8 +319,10 @@ def _pipeline(model):
     steps = []
     for name in ("preprocess", "validate", "predict", "postprocess"):
         fn = getattr(model, name, None)
-        if fn is None:
+        if fn is None and not (name == "predict" and callable(model)):
             continue
+        if fn is None:  # a Ray-style deployment: `__call__(self, request)`
+            fn = _with_optional_headers(model.__call__)
         defined = getattr(type(model), name, None)
         qualname = getattr(defined, "__qualname__", "")
         module = getattr(defined, "__module__", "")
@@ -325,6 +333,24 @@ def _pipeline(model):
         else:
             steps.append((fn, inspect.iscoroutinefunction(fn)))
     return steps
+
+
+def _with_optional_headers(fn):
+    """`fn(payload, headers)` for a handler that may take the payload alone."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params):
+        return fn
+    if inspect.iscoroutinefunction(fn):
+
+        async def call_async(payload, headers):
+            return await fn(payload)
+
+        return call_async
+    return lambda payload, headers: fn(payload)
 
 
 def _wire_request(request):
@@ -612,10 +638,15 @@ async def main(argv=None):
     _die_with_parent()
     reader, writer = await asyncio.open_unix_connection(args.socket, limit=1 << 20)
     try:
-        cls = load_class(args.target)
-        model = construct(cls, args.name)
-        if not getattr(model, "ready", False):
-            await _maybe_await(model.load())
+        target = load_class(args.target)
+        if isinstance(target, Application):  # a deployment of a bound application
+            model = target.find(args.name).construct()
+            _set_name(model, args.name)
+        else:
+            model = construct(target, args.name)
+        load = getattr(model, "load", None)
+        if load is not None and not getattr(model, "ready", False):
+            await _maybe_await(load())
         if args.user_config is not None:
             hook = getattr(model, "reconfigure", None)
             if hook:

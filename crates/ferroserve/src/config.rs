@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use ferroserve_python::PythonSpec;
+
+use crate::applications::{self, ApplicationFile};
 use ferroserve_runtime::DeploymentOptions;
 use serde::Deserialize;
 
@@ -79,7 +81,11 @@ pub struct ConfigFile {
     /// Whether `GET /-/status` is served.
     pub status_route: Option<bool>,
     /// The deployments to serve, each a map of its fields.
+    #[serde(default)]
     pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Python applications (Ray Serve's `applications:`), each a graph of deployments.
+    #[serde(default)]
+    pub applications: Vec<ApplicationFile>,
 }
 
 /// The validated configuration.
@@ -120,6 +126,8 @@ pub struct DeploymentConfig {
     pub model: ModelKind,
     /// Replicas, limits, autoscaling... (validated when the controller starts).
     pub options: DeploymentOptions,
+    /// Whether clients reach it (`exposed: false`: only other deployments, through handles).
+    pub exposed: bool,
 }
 
 /// The models this binary can build.
@@ -150,7 +158,7 @@ struct RuntimeEnv {
 }
 
 /// Builds the spec of a `python:` deployment; relative paths are taken from `base`.
-fn python_spec(
+pub(crate) fn python_spec(
     at: &str,
     target: &str,
     runtime_env: Option<serde_json::Value>,
@@ -213,6 +221,7 @@ impl Config {
                     name: "iris".into(),
                     model: ModelKind::Iris { weights: None },
                     options: DeploymentOptions::default(),
+                    exposed: true,
                 },
                 DeploymentConfig {
                     name: "identity".into(),
@@ -222,6 +231,7 @@ impl Config {
                         max_ongoing_requests: Some(1024),
                         ..DeploymentOptions::default()
                     },
+                    exposed: true,
                 },
             ],
         }
@@ -243,8 +253,8 @@ impl Config {
     }
 
     fn validate(file: ConfigFile, base: &Path) -> anyhow::Result<Self> {
-        if file.deployments.is_empty() {
-            bail!("deployments: at least one deployment is needed");
+        if file.deployments.is_empty() && file.applications.is_empty() {
+            bail!("deployments: at least one deployment (or application) is needed");
         }
         let mut deployments: Vec<DeploymentConfig> = Vec::with_capacity(file.deployments.len());
         for (i, mut fields) in file.deployments.into_iter().enumerate() {
@@ -268,6 +278,11 @@ impl Config {
                 Some(serde_json::Value::String(w)) => Some(base.join(w)),
                 Some(_) => bail!("{at}.weights: a path is required"),
             };
+            let exposed = match fields.remove("exposed") {
+                None => true,
+                Some(serde_json::Value::Bool(b)) => b,
+                Some(_) => bail!("{at}.exposed: true or false"),
+            };
             let python = fields.remove("python");
             let runtime_env = fields.remove("runtime_env");
             let model = match (fields.remove("model"), python) {
@@ -281,6 +296,7 @@ impl Config {
                         options: deployment_options(&at, fields)?,
                         name,
                         model: ModelKind::Python(spec),
+                        exposed,
                     });
                     continue;
                 }
@@ -311,7 +327,19 @@ impl Config {
                 options: deployment_options(&at, fields)?,
                 name,
                 model,
+                exposed,
             });
+        }
+        for (i, app) in file.applications.into_iter().enumerate() {
+            for d in applications::deployments(i, app, base)? {
+                if deployments.iter().any(|x| x.name == d.name) {
+                    bail!(
+                        "applications[{i}]: deployment name '{}' is used by another deployment",
+                        d.name
+                    );
+                }
+                deployments.push(d);
+            }
         }
         if file.max_request_bytes == Some(0) {
             bail!("max_request_bytes: must be above 0");
@@ -379,7 +407,7 @@ pub fn seconds(field: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 /// The remaining fields of a deployment: Ray Serve's options.
-fn deployment_options(
+pub(crate) fn deployment_options(
     at: &str,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<DeploymentOptions> {

@@ -1,6 +1,7 @@
 //! The `ferroserve` binary's library half: configuration and wiring of backends into
 //! deployments, so that tests can start exactly what the binary starts.
 
+pub mod applications;
 pub mod config;
 pub mod models;
 pub mod server;

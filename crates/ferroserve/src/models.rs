@@ -22,5 +22,5 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
             Deployment::from_backend(d.name.clone(), Arc::new(PythonBackend::new(spec.clone())))
         }
     };
-    deployment.options(d.options.clone())
+    deployment.options(d.options.clone()).exposed(d.exposed)
 }

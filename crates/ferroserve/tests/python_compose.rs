@@ -126,3 +126,68 @@ async fn inner_backpressure_reaches_the_client_as_a_503() {
     );
     assert_eq!(busy.await.unwrap(), 200);
 }
+
+fn app_graph() -> std::path::PathBuf {
+    repo().join("tests/python/models/app_graph.py")
+}
+
+async fn check_app(s: &Server) {
+    let (status, body) = s
+        .post("/v1/models/ingress-app:predict", json!({"x": 1}))
+        .await;
+    assert_eq!((status, body.clone()), (200, json!({"x": 12})), "{body}");
+    // Only the ingress is exposed; the others are internal but in the status.
+    let (status, _) = s.post("/v1/models/add1:predict", json!({"x": 1})).await;
+    assert_eq!(status, 404);
+    let models: serde_json::Value = reqwest::get(s.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["models"], json!(["ingress-app"]));
+    let st = s.status().await;
+    let names: Vec<_> = st["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["ingress-app", "add1", "add10"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_from_the_config_file_serves_its_ingress_only() {
+    let s = Server::start(&format!(
+        "applications:\n  - name: demo\n    import_path: {}:app\n    runtime_env: {{py_executable: {}}}\n    deployments:\n      - name: add10\n        num_replicas: 2\n",
+        app_graph().display(),
+        common::python().display()
+    ));
+    s.wait_ready(60).await;
+    check_app(&s).await;
+    let st = s.status().await;
+    assert_eq!(st["deployments"][2]["target_replicas"], 2, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_server_start_serves_a_bound_application() {
+    let port = free_port();
+    let dir = TempDir::new("app");
+    let log = dir.path().join("stderr.log");
+    let child = std::process::Command::new(common::python())
+        .arg(app_graph())
+        .args(["--http_port", &port.to_string(), "--grpc_port", "0"])
+        .env("FERROSERVE_BIN", env!("CARGO_BIN_EXE_ferroserve"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let s = Server {
+        child,
+        port,
+        log,
+        dir,
+    };
+    s.wait_ready(60).await;
+    check_app(&s).await;
+}

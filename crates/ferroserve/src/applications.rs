@@ -1,0 +1,113 @@
+//! Ray Serve's `applications:` in the config file: a Python application (a graph of
+//! deployments made with `.bind()`) named by its import path. The application's deployments are
+//! read by running its interpreter (`python -m ferroserve.describe file.py:app`), which
+//! lists each deployment with the options of its decorator; the config's per-deployment entries
+//! override them, as in Ray Serve. The ingress is exposed to clients, the others are internal.
+//!
+//! ```yaml
+//! applications:
+//!   - name: pipeline
+//!     import_path: app.py:app          # relative to this file; or package.module:app
+//!     runtime_env: {py_executable: .venv/bin/python}
+//!     deployments:
+//!       - name: Preprocess
+//!         num_replicas: 2
+//! ```
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+
+use crate::config::{DeploymentConfig, ModelKind, deployment_options, python_spec};
+
+/// An entry of `applications:`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationFile {
+    /// The application's name (for messages).
+    pub name: String,
+    /// `file.py:variable` or `package.module:variable`, naming the bound application.
+    pub import_path: String,
+    /// The workers' interpreter, environment and working directory.
+    #[serde(default)]
+    pub runtime_env: Option<serde_json::Value>,
+    /// Options overriding the decorators', by deployment name.
+    #[serde(default)]
+    pub deployments: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One deployment as `ferroserve.describe` lists it.
+#[derive(Debug, Deserialize)]
+struct Described {
+    name: String,
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
+    ingress: bool,
+}
+
+/// The deployments of application `i` of the config file.
+pub fn deployments(
+    i: usize,
+    app: ApplicationFile,
+    base: &Path,
+) -> anyhow::Result<Vec<DeploymentConfig>> {
+    let at = format!("applications[{i}] ({})", app.name);
+    let spec = python_spec(&at, &app.import_path, app.runtime_env, base)
+        .map_err(|e| anyhow!("{}", e.to_string().replace(".python:", ".import_path:")))?;
+    let described = describe(&at, &spec)?;
+    let mut overrides = app.deployments;
+    let mut out = Vec::with_capacity(described.len());
+    for d in described {
+        let mut fields = d.options;
+        if let Some(pos) = overrides
+            .iter()
+            .position(|o| o.get("name").and_then(|n| n.as_str()) == Some(d.name.as_str()))
+        {
+            let mut o = overrides.remove(pos);
+            o.remove("name");
+            fields.extend(o);
+        }
+        let at = format!("{at}.deployments ({})", d.name);
+        out.push(DeploymentConfig {
+            options: deployment_options(&at, fields)?,
+            name: d.name,
+            model: ModelKind::Python(spec.clone()),
+            exposed: d.ingress,
+        });
+    }
+    if let Some(o) = overrides.first() {
+        let name = o.get("name").map(ToString::to_string).unwrap_or_default();
+        bail!("{at}.deployments: the application has no deployment named {name}");
+    }
+    Ok(out)
+}
+
+/// Runs the application's interpreter to list its deployments.
+fn describe(at: &str, spec: &ferroserve_python::PythonSpec) -> anyhow::Result<Vec<Described>> {
+    let mut cmd = std::process::Command::new(&spec.py_executable);
+    cmd.args(["-m", "ferroserve.describe", &spec.target])
+        .envs(&spec.env_vars)
+        .stdin(Stdio::null());
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    let output = cmd
+        .output()
+        .with_context(|| format!("{at}: cannot run {}", spec.py_executable.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "{at}.import_path: cannot load {}:\n{}",
+            spec.target,
+            stderr.trim_end()
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{at}: unreadable deployment list from {}",
+            spec.py_executable.display()
+        )
+    })
+}
