@@ -32,6 +32,11 @@ const RESULT: &str = r#"{"type":"result","id":1,"response":{"model_name":"m","id
     {"name":"y","datatype":"FP32","shape":[2],"offset":0,"length":8},
     {"name":"s","datatype":"BYTES","shape":[1],"offset":8,"length":7,"parameters":{"binary_data":true}}]}}"#;
 
+/// A call to another deployment, with the same tensors as `RESULT` as its inputs.
+const CALL: &str = r#"{"type":"call","id":7,"target":"other","protocol":"v2","parent":1,"request":{"id":"c","inputs":[
+    {"name":"y","datatype":"FP32","shape":[2],"offset":0,"length":8},
+    {"name":"s","datatype":"BYTES","shape":[1],"offset":8,"length":7}],"outputs":[{"name":"z"}]}}"#;
+
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let ready = frame(
         r#"{"type":"ready","info":{"platform":"python","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[]}}"#,
@@ -72,6 +77,21 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "valid-several-frames",
             [ready, result.clone(), health.clone()].concat(),
+        ),
+        ("valid-call-v2", frame(CALL, &result_payload())),
+        (
+            "valid-call-v1",
+            frame(
+                r#"{"type":"call","id":8,"target":"other","protocol":"v1","body":{"instances":[[1,2]]}}"#,
+                b"",
+            ),
+        ),
+        (
+            "broken-call-outside-payload",
+            frame(
+                &CALL.replace(r#""length":7"#, r#""length":8"#),
+                &result_payload(),
+            ),
         ),
         ("broken-cut-payload", cut),
         ("broken-cut-prefix", [&health[..], &health[..5]].concat()),
