@@ -28,6 +28,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_HEADER: u32 = 64 << 20;
 /// Largest payload accepted from a worker.
 const MAX_PAYLOAD: u64 = 16 << 30;
+/// Frame parts up to this size are allocated at once; larger ones grow as their bytes arrive.
+const PREALLOCATE: usize = 64 << 20;
 
 /// A tensor in a header: its metadata and where its bytes are in the payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,13 +260,27 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             format!("frame too large: header {header_len} bytes, payload {payload_len} bytes"),
         ));
     }
-    let mut header = vec![0u8; header_len as usize];
-    r.read_exact(&mut header).await?;
-    let payload_len = usize::try_from(payload_len)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "payload too large"))?;
-    let mut payload = vec![0u8; payload_len];
-    r.read_exact(&mut payload).await?;
+    let header = read_exactly(r, u64::from(header_len)).await?;
+    let payload = read_exactly(r, payload_len).await?;
     Ok(Some((header, Bytes::from(payload))))
+}
+
+/// Reads exactly `len` bytes. Memory is taken as bytes arrive beyond `PREALLOCATE`, so a
+/// declared length that the stream does not back cannot make the server allocate it.
+async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: u64) -> std::io::Result<Vec<u8>> {
+    let size = usize::try_from(len)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"))?;
+    if size <= PREALLOCATE {
+        let mut buf = vec![0u8; size];
+        r.read_exact(&mut buf).await?;
+        return Ok(buf);
+    }
+    let mut buf = Vec::with_capacity(PREALLOCATE);
+    (&mut *r).take(len).read_to_end(&mut buf).await?;
+    if buf.len() != size {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
 }
 
 /// Writes one frame: the header, then the payload parts in order (without concatenating them).

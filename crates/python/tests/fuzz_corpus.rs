@@ -130,16 +130,14 @@ fn corpus_and_regressions_never_panic() {
     corpus::check_corpus("worker_frame", &seeds(), harness::check);
 }
 
-/// Known issue, found while writing the `worker_frame` target: `read_frame` allocates the
+/// Regression, found while writing the `worker_frame` target: `read_frame` allocated the
 /// header and payload lengths a frame declares (up to 64 MiB and 16 GiB) before reading them,
-/// so the 14 bytes of `fuzz/regressions/worker_frame/oom-payload-16gib` make it allocate 16 GiB.
+/// so the 14 bytes of `fuzz/regressions/worker_frame/oom-payload-16gib` made it allocate 16 GiB.
 /// Where that much cannot be had (strict overcommit, `ulimit -v`, less RAM + swap than that),
-/// the allocation fails and ferroserve aborts, where a broken frame should only end the
-/// worker. The test reads that frame in a child process limited to 4 GiB of address space: a
-/// reader that grows its buffers with the bytes received answers the cut-off frame with an
-/// error and passes. Until then the fuzz harness skips such frames (`declares_too_much`).
+/// the allocation failed and ferroserve aborted, where a broken frame should only end the
+/// worker. The test reads that frame in a child process limited to 4 GiB of address space:
+/// the reader grows its buffers with the bytes received, so the cut-off frame is an error.
 #[test]
-#[ignore = "read_frame allocates a frame's declared length before reading it"]
 fn read_frame_allocates_only_what_it_receives() {
     const NAME: &str = "read_frame_allocates_only_what_it_receives";
     let input = include_bytes!("../../../fuzz/regressions/worker_frame/oom-payload-16gib");
