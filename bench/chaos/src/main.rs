@@ -589,6 +589,9 @@ struct Report {
     load_average_after: String,
     server_log: String,
     server_exit: Option<String>,
+    /// `RUST_BACKTRACE` as the server got it: with it, the panic hook prints a backtrace on
+    /// the replica's thread before the panic fails the request (slow the first time).
+    rust_backtrace: Option<String>,
     deaths: Vec<Death>,
     summary: Summary,
     unexpected_examples: Vec<String>,
@@ -1135,6 +1138,7 @@ fn analyse(
         load_average_after: load_average(),
         server_log: server.log.display().to_string(),
         server_exit: exit.map(|s| s.to_string()),
+        rust_backtrace: std::env::var("RUST_BACKTRACE").ok(),
         deaths: out,
         summary,
         unexpected_examples: lock(&shared.examples).clone(),
@@ -1163,6 +1167,18 @@ fn markdown(r: &Report, fault: Fault) -> String {
         r.load_average_after,
         r.server_log
     );
+    if fault == Fault::Panic {
+        let _ = writeln!(
+            s,
+            "RUST_BACKTRACE={} (a panic prints {} backtrace before its request fails)\n",
+            r.rust_backtrace.as_deref().unwrap_or("unset"),
+            if r.rust_backtrace.as_deref().is_some_and(|v| v != "0") {
+                "a"
+            } else {
+                "no"
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "| # | t (s) | victim | running before | deaths | held | failed (500) | 503 | other | 200 in window | death seen (ms) | running again (ms) | new replica's first 200 (ms) | verdict |"
