@@ -9,7 +9,10 @@ use ferroserve_python::PythonSpec;
 
 use crate::applications::{self, ApplicationFile};
 use ferroserve_runtime::DeploymentOptions;
+use ferroserve_runtime::graph::GraphSpec;
 use serde::Deserialize;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Default HTTP port, as KServe's.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -86,6 +89,9 @@ pub struct ConfigFile {
     /// Python applications (Ray Serve's `applications:`), each a graph of deployments.
     #[serde(default)]
     pub applications: Vec<ApplicationFile>,
+    /// Inference graphs (KServe's `InferenceGraph`), each served as a model of its own.
+    #[serde(default)]
+    pub graphs: Vec<GraphSpec>,
 }
 
 /// The validated configuration.
@@ -142,6 +148,8 @@ pub enum ModelKind {
     },
     /// A Python class run in worker processes.
     Python(PythonSpec),
+    /// An inference graph over other deployments.
+    Graph(Arc<GraphSpec>),
 }
 
 /// `runtime_env` of a Python deployment, as written (Ray Serve's names).
@@ -330,6 +338,7 @@ impl Config {
                 exposed,
             });
         }
+        let graphs = file.graphs;
         for (i, app) in file.applications.into_iter().enumerate() {
             for d in applications::deployments(i, app, base)? {
                 if deployments.iter().any(|x| x.name == d.name) {
@@ -340,6 +349,29 @@ impl Config {
                 }
                 deployments.push(d);
             }
+        }
+        // Graphs call deployments (not other graphs, so no cycle can run through them).
+        let names: HashSet<String> = deployments.iter().map(|d| d.name.clone()).collect();
+        for (i, graph) in graphs.into_iter().enumerate() {
+            if names.contains(&graph.name) || deployments.iter().any(|d| d.name == graph.name) {
+                bail!(
+                    "graphs[{i}].name: '{}' is used by another deployment or graph",
+                    graph.name
+                );
+            }
+            graph
+                .validate(&names)
+                .map_err(|e| anyhow!("graphs[{i}]: {e}"))?;
+            deployments.push(DeploymentConfig {
+                name: graph.name.clone(),
+                model: ModelKind::Graph(Arc::new(graph)),
+                // The graph's own work is small; each step has its deployment's limits.
+                options: DeploymentOptions {
+                    max_ongoing_requests: Some(1024),
+                    ..DeploymentOptions::default()
+                },
+                exposed: true,
+            });
         }
         if file.max_request_bytes == Some(0) {
             bail!("max_request_bytes: must be above 0");

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ferroserve_example_iris::{IrisModel, WeightsSource};
 use ferroserve_python::PythonBackend;
+use ferroserve_runtime::graph::GraphModel;
 use ferroserve_runtime::{Deployment, Identity};
 
 use crate::config::{DeploymentConfig, ModelKind};
@@ -17,6 +18,10 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
                 .clone()
                 .map_or(WeightsSource::Embedded, WeightsSource::File);
             Deployment::new(d.name.clone(), move || IrisModel::new(source.clone()))
+        }
+        ModelKind::Graph(spec) => {
+            let spec = spec.clone();
+            Deployment::new(d.name.clone(), move || GraphModel::new(spec.clone()))
         }
         ModelKind::Python(spec) => {
             Deployment::from_backend(d.name.clone(), Arc::new(PythonBackend::new(spec.clone())))

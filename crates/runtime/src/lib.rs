@@ -13,6 +13,7 @@ pub mod config;
 mod controller;
 mod deployment;
 mod error;
+pub mod graph;
 mod handle;
 mod metrics;
 mod model;

@@ -505,3 +505,39 @@ async fn config_statistics_and_repository() {
         "{text}"
     );
 }
+
+/// A graph (here identity → identity) is a model like any other over gRPC: raw tensors in
+/// and out through both hops.
+#[tokio::test]
+async fn an_inference_graph_answers_over_grpc() {
+    use ferroserve_runtime::graph::{GraphModel, GraphSpec};
+    let spec: GraphSpec = serde_json::from_value(serde_json::json!({
+        "name": "twice",
+        "nodes": {"root": {"routerType": "Sequence", "steps": [
+            {"serviceName": "identity"}, {"serviceName": "identity"}
+        ]}}
+    }))
+    .unwrap();
+    spec.validate(&["identity".to_owned()].into()).unwrap();
+    let spec = std::sync::Arc::new(spec);
+    let graph = Deployment::new("twice", move || GraphModel::new(spec.clone()));
+    let s = TestServer::start(vec![identity(), graph]).await;
+    s.wait_model("twice", 200).await;
+    let data: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    let resp = client(&s)
+        .await
+        .model_infer(raw_request(
+            "twice",
+            vec![("x", "FP32", vec![2], data.clone())],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.model_name, "twice");
+    assert_eq!(resp.id, "42");
+    assert_eq!(resp.outputs[0].name, "x");
+    assert_eq!(resp.raw_output_contents[0], data);
+}

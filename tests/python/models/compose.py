@@ -75,3 +75,19 @@ class FanOut(Model):
         calls = [sleeper.remote({"sleep": payload.get("sleep", 0)}) for _ in range(payload.get("n", 1))]
         answers = await asyncio.gather(*calls)
         return {"answers": len(answers)}
+
+
+class Tagger(Model):
+    """V1: the body back with this deployment's name appended to its `path`."""
+
+    def predict(self, payload, headers=None):
+        body = dict(payload)
+        body["path"] = list(body.get("path", [])) + [self.name]
+        return body
+
+
+class Broken(Model):
+    """Always fails."""
+
+    def predict(self, payload, headers=None):
+        raise RuntimeError("broken on purpose")
