@@ -5,7 +5,9 @@ deployment of the server: Python, Rust or built-in. `handle.remote(payload)` sen
 or an `InferRequest` over the worker's own socket to ferroserve, which routes it through that
 deployment's router exactly as a client's request (backpressure, queue, timeouts, metrics),
 bounded by the deadline of the request being served; tensors travel as raw bytes both ways.
-It returns a `DeploymentResponse` at once: `await` it in an `async def` handler (or pass it to
+`handle.method_name.remote(*args, **kwargs)` (or `handle.options(method_name=...)`) calls
+any public method of a Python deployment's model, arguments and answer pickled. Each call
+returns a `DeploymentResponse` at once: `await` it in an `async def` handler (or pass it to
 another `.remote()` to chain without waiting), or call `.result()` from a sync handler.
 `asyncio.gather` over several responses runs the calls in parallel. When the request being
 served is cancelled, its calls are cancelled too.
@@ -16,6 +18,7 @@ escapes the model), anything else `InferenceError`; each message names the deplo
 
 import asyncio
 import contextvars
+import pickle
 from typing import Any, Optional
 
 from .errors import DeploymentUnavailableError, InferenceError, InvalidInput
@@ -95,26 +98,64 @@ def _on_loop(channel) -> bool:
 class DeploymentHandle:
     """A handle to one deployment of the server (Ray Serve's `DeploymentHandle`)."""
 
-    def __init__(self, deployment_name: str, app_name: Optional[str] = None, *, timeout_s: Optional[float] = None):
+    def __init__(
+        self,
+        deployment_name: str,
+        app_name: Optional[str] = None,
+        *,
+        timeout_s: Optional[float] = None,
+        method_name: Optional[str] = None,
+    ):
         self.deployment_name = deployment_name
         self.app_name = app_name
         self._timeout_s = timeout_s
+        self._method = None if method_name in (None, "__call__", "predict") else method_name
 
-    def options(self, *, timeout_s: Optional[float] = None, **_ignored) -> "DeploymentHandle":
-        """A copy with other call options (`timeout_s`: the most a call may take)."""
-        return DeploymentHandle(self.deployment_name, self.app_name, timeout_s=timeout_s)
+    def options(
+        self, *, method_name: Optional[str] = None, timeout_s: Optional[float] = None, **_ignored
+    ) -> "DeploymentHandle":
+        """A copy with other call options: `method_name` (the method `.remote()` calls; the
+        default runs preprocess → predict → postprocess), `timeout_s` (the most a call may
+        take)."""
+        return DeploymentHandle(
+            self.deployment_name,
+            self.app_name,
+            timeout_s=timeout_s if timeout_s is not None else self._timeout_s,
+            method_name=method_name if method_name is not None else self._method,
+        )
 
-    def remote(self, payload) -> DeploymentResponse:
-        """Runs the deployment's preprocess → predict → postprocess on `payload`: a V1 dict (or
-        list), an `InferRequest`, or the `DeploymentResponse` of an earlier call."""
+    def __getattr__(self, name: str) -> "DeploymentHandle":
+        """`handle.method_name`: a handle whose `.remote(*args, **kwargs)` calls that method."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.options(method_name=name)
+
+    def remote(self, *args, **kwargs) -> DeploymentResponse:
+        """Runs the deployment's preprocess → predict → postprocess on one payload (a V1 dict or
+        list, an `InferRequest`, or the `DeploymentResponse` of an earlier call), or, on a
+        method handle, the method with these arguments."""
         channel = _require_channel()
         parent = current_request.get()
-        return DeploymentResponse(self._call(channel, payload, parent), channel)
+        if self._method is None:
+            if len(args) != 1 or kwargs:
+                raise TypeError("remote() takes one payload; use handle.method_name.remote(...) for methods")
+            work = self._call(channel, args[0], parent)
+        else:
+            work = self._call_method(channel, args, kwargs, parent)
+        return DeploymentResponse(work, channel)
+
+    async def _call_method(self, channel, args, kwargs, parent):
+        args = [await a._resolve() if isinstance(a, DeploymentResponse) else a for a in args]
+        kwargs = {k: await v._resolve() if isinstance(v, DeploymentResponse) else v for k, v in kwargs.items()}
+        data = pickle.dumps((tuple(args), kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return await self._bounded(channel.call_method(self.deployment_name, self._method, data, parent))
 
     async def _call(self, channel, payload, parent):
         if isinstance(payload, DeploymentResponse):
             payload = await payload._resolve()
-        call = channel.call(self.deployment_name, payload, parent)
+        return await self._bounded(channel.call(self.deployment_name, payload, parent))
+
+    async def _bounded(self, call):
         if self._timeout_s is None:
             return await call
         try:
@@ -128,7 +169,11 @@ class DeploymentHandle:
         return f"DeploymentHandle(deployment={self.deployment_name!r})"
 
     def __reduce__(self):
-        return DeploymentHandle, (self.deployment_name, self.app_name)
+        return _handle, (self.deployment_name, self.app_name, self._timeout_s, self._method)
+
+
+def _handle(deployment_name, app_name, timeout_s, method_name):
+    return DeploymentHandle(deployment_name, app_name, timeout_s=timeout_s, method_name=method_name)
 
 
 def get_deployment_handle(deployment_name: str, app_name: Optional[str] = None) -> DeploymentHandle:

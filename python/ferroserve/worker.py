@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -23,6 +24,7 @@ import numpy as np
 from . import handle as _handles
 from .app import Application
 from .protocol import read_frame, write_frame
+from .errors import InvalidInput
 from .types import (
     InferInput,
     InferOutput,
@@ -449,17 +451,24 @@ class Worker:
         except ConnectionError:
             pass  # ferroserve is gone; the worker is about to exit
 
+    def _method(self, header, payload):
+        """The model's method a `method` frame names, and its unpickled arguments."""
+        name = header["method"]
+        fn = getattr(self.model, name, None) if not name.startswith("_") else None
+        if fn is None or not callable(fn):
+            raise InvalidInput(f"deployment {self.name} has no method '{name}'")
+        args, kwargs = pickle.loads(payload)
+        return fn, args, kwargs
+
+    @staticmethod
+    def _method_result(rid, value):
+        return {"type": "method_result", "id": rid}, (pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),)
+
     async def infer_async(self, header, payload):
         rid = header["id"]
-        headers = header.get("headers") or {}
         _handles.current_request.set(rid)  # this task's own context
         try:
-            z = self._input(header, payload)
-            for fn, is_async in self.steps:
-                z = fn(z, headers)
-                if is_async or inspect.isawaitable(z):
-                    z = await z
-            answer = self._result(header, z)
+            answer = await self._run_async(header, payload)
         except asyncio.CancelledError:
             answer = {"type": "cancelled", "id": rid}, ()
         except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
@@ -468,11 +477,30 @@ class Worker:
             self.tasks.pop(rid, None)
         await self._send_answer(*answer)
 
+    async def _run_async(self, header, payload):
+        """The answer frame of an `infer` (the pipeline) or a `method` frame."""
+        if header["type"] == "method":
+            fn, args, kwargs = self._method(header, payload)
+            return self._method_result(header["id"], await _maybe_await(fn(*args, **kwargs)))
+        headers = header.get("headers") or {}
+        z = self._input(header, payload)
+        for fn, is_async in self.steps:
+            z = fn(z, headers)
+            if is_async or inspect.isawaitable(z):
+                z = await z
+        return self._result(header, z)
+
     def _compute_sync(self, header, payload, loop):
         """On the predict thread: the whole pipeline, returning the answer frame."""
         headers = header.get("headers") or {}
         _handles.current_request.set(header["id"])
         try:
+            if header["type"] == "method":
+                fn, args, kwargs = self._method(header, payload)
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run_coroutine_threadsafe(value, loop).result()
+                return self._method_result(header["id"], value)
             z = self._input(header, payload)
             for fn, _ in self.steps:
                 z = fn(z, headers)
@@ -521,11 +549,15 @@ class Worker:
             error = _error_message(e)
         await self.send({"type": "reconfigured", "id": rid, "error": error})
 
+    async def call_method(self, target, method, args, parent):
+        """Calls method `method` of deployment `target` with pickled `args`; the unpickled
+        answer (see `handle`)."""
+        header = {"type": "call", "target": target, "parent": parent, "protocol": "method", "method": method}
+        return await self._exchange(header, (args,))
+
     async def call(self, target, payload, parent):
         """Sends one call to deployment `target` and waits for its answer (see `handle`)."""
-        self.next_call += 1
-        cid = self.next_call
-        header = {"type": "call", "id": cid, "target": target, "parent": parent}
+        header = {"type": "call", "target": target, "parent": parent}
         parts = ()
         if isinstance(payload, InferRequest):
             header["protocol"] = "v2"
@@ -535,6 +567,11 @@ class Worker:
             header["body"] = payload
         else:
             raise TypeError(f"a call takes a dict, a list or an InferRequest, not {type(payload).__name__}")
+        return await self._exchange(header, parts)
+
+    async def _exchange(self, header, parts):
+        self.next_call += 1
+        cid = header["id"] = self.next_call
         answer = self.loop.create_future()
         self.calls[cid] = answer
         try:
@@ -555,6 +592,11 @@ class Worker:
             answer.set_exception(_handles.error_from(header.get("kind", "internal"), header.get("message", "")))
         elif header.get("protocol") == "v2":
             answer.set_result(_response_from(header["response"], payload))
+        elif header.get("protocol") == "method":
+            try:
+                answer.set_result(pickle.loads(payload))
+            except Exception as e:  # noqa: BLE001 - an answer this process cannot unpickle
+                answer.set_exception(e)
         else:
             answer.set_result(header.get("body"))
 
@@ -569,7 +611,7 @@ class Worker:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return  # ferroserve closed the socket: stop
                 kind = header.get("type")
-                if kind == "infer":
+                if kind in ("infer", "method"):
                     if self.concurrent:
                         self.tasks[header["id"]] = asyncio.ensure_future(self.infer_async(header, payload))
                     else:

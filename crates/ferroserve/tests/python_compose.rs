@@ -191,3 +191,41 @@ async fn model_server_start_serves_a_bound_application() {
     s.wait_ready(60).await;
     check_app(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_are_called_with_python_objects() {
+    let s = Server::start(&format!(
+        "deployments:\n  - name: identity\n    model: identity\n{}{}",
+        python("counter", "Counter", ""),
+        python("caller", "MethodCaller", ""),
+    ));
+    s.wait_ready(60).await;
+    let (status, body) = s.post("/v1/models/caller:predict", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"total": "1", "type": "Fraction", "described": "now: 1"})
+    );
+    // The state lives in the counter's replica.
+    let (_, body) = s.post("/v1/models/counter:predict", json!({})).await;
+    assert_eq!(body["total"], "1");
+    let (status, body) = s
+        .post("/v1/models/caller:predict", json!({"missing": true}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no method 'no_such_method'"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post("/v1/models/caller:predict", json!({"rust": true}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no method 'add'"),
+        "{body}"
+    );
+}

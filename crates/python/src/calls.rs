@@ -28,6 +28,7 @@ pub(crate) struct Call {
     pub(crate) id: u64,
     pub(crate) target: String,
     pub(crate) protocol: String,
+    pub(crate) method: Option<String>,
     pub(crate) request: Option<WireRequest>,
     pub(crate) body: Option<serde_json::Value>,
     /// The caller's deadline (that of the request the call is made for).
@@ -93,12 +94,22 @@ async fn run(
     let target = handle
         .deployment(&call.target)?
         .with_deadline(call.deadline);
+    if let ("method", Some(method)) = (call.protocol.as_str(), &call.method) {
+        let answer = target.call_method(method, payload).await?;
+        let header = encode(&ToWorker::CallResult {
+            id: call.id,
+            protocol: "method",
+            response: None,
+            body: None,
+        })?;
+        return Ok((header, vec![answer]));
+    }
     let input = match (call.protocol.as_str(), call.request, call.body) {
         ("v2", Some(request), _) => Payload::V2(request_from(request, &payload)?),
         ("v1", _, Some(body)) => Payload::V1(body),
         (protocol, ..) => {
             return Err(InferError::InvalidInput(format!(
-                "a call needs protocol 'v1' with a body or 'v2' with a request, not '{protocol}'"
+                "a call needs protocol 'v1' with a body, 'v2' with a request or 'method' with a method, not '{protocol}'"
             )));
         }
     };

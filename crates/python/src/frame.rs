@@ -11,7 +11,8 @@
 //! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
 //! | `cancel` (the caller went away) | `cancelled` if the request was dropped before it finished (else its `result` or `error`) |
 //! | | `ready` (`info`, `concurrent`) once `load()` returned, or `load_failed` (`error`: the traceback) |
-//! | `call_result` (`protocol`, `response` or `body`), or `call_error` (`kind`, `message`) | `call` (`target`, `protocol`, `request` or `body`, `parent`): the model calls another deployment |
+//! | `method` (`method`; payload: pickled `(args, kwargs)`) | `method_result` (payload: the pickled answer), or `error` |
+//! | `call_result` (`protocol`, `response` or `body`; for `method`, the payload), or `call_error` (`kind`, `message`) | `call` (`target`, `protocol` `v1`/`v2`/`method`, `request`, `body` or `method`, `parent`): the model calls another deployment |
 //! | | `call_cancel`: the model stopped waiting for its call |
 //!
 //! Every `infer` gets exactly one answer: `result`, `error` or `cancelled`.
@@ -128,6 +129,13 @@ pub enum ToWorker<'a> {
         /// The new configuration.
         user_config: &'a serde_json::Value,
     },
+    /// Call a method of the model (from another Python deployment's handle).
+    Method {
+        /// Pairs the reply.
+        id: u64,
+        /// The method's name.
+        method: &'a str,
+    },
     /// The caller of request `id` went away.
     Cancel {
         /// The request.
@@ -209,8 +217,11 @@ pub enum FromWorker {
         id: u64,
         /// The deployment called.
         target: String,
-        /// `v1` or `v2`.
+        /// `v1`, `v2` or `method`.
         protocol: String,
+        /// The method to call (protocol `method`; the payload holds its arguments).
+        #[serde(default)]
+        method: Option<String>,
         /// V2 request.
         #[serde(default)]
         request: Option<WireRequest>,
@@ -220,6 +231,11 @@ pub enum FromWorker {
         /// The request the call is made for, whose deadline it inherits.
         #[serde(default)]
         parent: Option<u64>,
+    },
+    /// A method's answer (pickled, in the payload).
+    MethodResult {
+        /// The request.
+        id: u64,
     },
     /// The model stopped waiting for call `id`.
     CallCancel {

@@ -141,6 +141,8 @@ enum Reply {
     Error(String, String),
     Health(bool),
     Reconfigured(Option<String>),
+    /// A method's answer, serialised by the worker.
+    MethodResult(Bytes),
     /// The worker dropped the request after its caller left.
     Cancelled,
 }
@@ -590,10 +592,12 @@ async fn read_loop(
             Ok(FromWorker::Health { id, ok }) => (id, Reply::Health(ok)),
             Ok(FromWorker::Reconfigured { id, error }) => (id, Reply::Reconfigured(error)),
             Ok(FromWorker::Cancelled { id }) => (id, Reply::Cancelled),
+            Ok(FromWorker::MethodResult { id }) => (id, Reply::MethodResult(payload)),
             Ok(FromWorker::Call {
                 id,
                 target,
                 protocol,
+                method,
                 request,
                 body,
                 parent,
@@ -604,6 +608,7 @@ async fn read_loop(
                     id,
                     target,
                     protocol,
+                    method,
                     request,
                     body,
                     deadline,
@@ -633,7 +638,10 @@ async fn read_loop(
                 Err(_) => break Some(format!("sent an unreadable frame: {e}")),
             },
         };
-        let done = matches!(reply, Reply::Result(..) | Reply::Error(..));
+        let done = matches!(
+            reply,
+            Reply::Result(..) | Reply::Error(..) | Reply::MethodResult(_)
+        );
         let pending = shared.lock_pending().remove(&id);
         if let Some(p) = pending {
             if done && p.permit.is_some() {
@@ -768,6 +776,15 @@ impl WorkerReplica {
     }
 }
 
+/// The error a worker reported, by its kind.
+fn error_of(kind: &str, message: String) -> InferError {
+    match kind {
+        "invalid_input" => InferError::InvalidInput(message),
+        "unavailable" => InferError::Unavailable(message),
+        _ => InferError::Internal(message),
+    }
+}
+
 fn encode<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, InferError> {
     serde_json::to_vec(msg).map_err(|e| InferError::Internal(format!("cannot encode a frame: {e}")))
 }
@@ -872,15 +889,31 @@ impl Replica for WorkerReplica {
             Reply::Result(..) => Err(invalid_response(
                 "the answer does not match the request's protocol",
             )),
-            Reply::Error(kind, message) => Err(match kind.as_str() {
-                "invalid_input" => InferError::InvalidInput(message),
-                "unavailable" => InferError::Unavailable(message),
-                _ => InferError::Internal(message),
-            }),
+            Reply::Error(kind, message) => Err(error_of(&kind, message)),
             Reply::Cancelled => Err(InferError::Unavailable("the request was cancelled".into())),
-            Reply::Health(_) | Reply::Reconfigured(_) => {
+            Reply::Health(_) | Reply::Reconfigured(_) | Reply::MethodResult(_) => {
                 Err(invalid_response("a reply of the wrong kind"))
             }
+        }
+    }
+
+    async fn call_method(
+        &self,
+        method: &str,
+        args: Bytes,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Bytes, InferError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let header = encode(&ToWorker::Method { id, method })?;
+        match self
+            .call(id, header, vec![args], Some(permit), ctx.deadline)
+            .await?
+        {
+            Reply::MethodResult(answer) => Ok(answer),
+            Reply::Error(kind, message) => Err(error_of(&kind, message)),
+            Reply::Cancelled => Err(InferError::Unavailable("the request was cancelled".into())),
+            _ => Err(invalid_response("a reply of the wrong kind")),
         }
     }
 

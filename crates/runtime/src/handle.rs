@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use ferroserve_protocol::v2::{InferResponse, ModelMetadata, RequestedOutput};
 
 use crate::router::{Availability, Router};
@@ -59,6 +61,22 @@ impl DeploymentHandle {
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// Calls method `method` of the deployment's model (Python's `handle.method.remote(...)`)
+    /// with arguments serialised by the caller; the answer comes back serialised the same way.
+    pub async fn call_method(&self, method: &str, args: Bytes) -> Result<Bytes, InferError> {
+        let entry = self.handle.any_entry(&self.name)?;
+        let ctx = RequestContext {
+            headers: Vec::new(),
+            deadline: self.deadline,
+            handle: Some(self.handle.clone()),
+        };
+        entry
+            .router
+            .call_method(method, args, ctx)
+            .await
+            .map_err(|e| e.in_deployment(&self.name))
     }
 
     /// Runs preprocess → predict → postprocess on a replica of the deployment. An error names

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controller::{ModelFactory, panic_message};
-use crate::metrics::StageHistograms;
 use crate::handle::{Handle, WeakHandle};
+use crate::metrics::StageHistograms;
 use crate::router::Permit;
 use crate::{InferError, Model, ModelError, ModelInfo, Payload, Prediction, RequestContext};
 
@@ -38,6 +38,21 @@ pub trait Replica: Send + Sync + 'static {
         ctx: RequestContext,
         permit: Permit,
     ) -> Result<Prediction, InferError>;
+    /// Calls method `method` of the model with `args` serialised by the caller (pickle, between
+    /// Python deployments); the answer is serialised the same way. Holds `permit` as
+    /// [`infer`](Replica::infer) does. Models without methods refuse it.
+    async fn call_method(
+        &self,
+        method: &str,
+        _args: bytes::Bytes,
+        _ctx: RequestContext,
+        _permit: Permit,
+    ) -> Result<bytes::Bytes, InferError> {
+        Err(InferError::InvalidInput(format!(
+            "this deployment has no method '{method}' to call: method calls are between Python deployments"
+        )))
+    }
+
     /// Checks the replica's health; `Err` says why it is unhealthy.
     async fn check_health(&self) -> Result<(), String>;
     /// Hands a new `user_config` to the model without restarting it.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::metrics::DeploymentMetrics;
@@ -222,6 +223,33 @@ impl Router {
         payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
+        self.route(ctx, |replica, ctx, permit| async move {
+            replica.infer(payload, ctx, permit).await
+        })
+        .await
+    }
+
+    /// Calls a method of the deployment's model (between Python deployments) on a replica,
+    /// with the same queueing, limits and deadline as [`call`](Router::call).
+    pub(crate) async fn call_method(
+        &self,
+        method: &str,
+        args: Bytes,
+        ctx: RequestContext,
+    ) -> Result<Bytes, InferError> {
+        self.route(ctx, |replica, ctx, permit| async move {
+            replica.call_method(method, args, ctx, permit).await
+        })
+        .await
+    }
+
+    /// Runs `work` on a replica: waits for a permit (in the queue if all are busy), within
+    /// the deployment's `request_timeout_s` and the caller's deadline.
+    async fn route<T, F, Fut>(&self, ctx: RequestContext, work: F) -> Result<T, InferError>
+    where
+        F: FnOnce(Arc<dyn Replica>, RequestContext, Permit) -> Fut,
+        Fut: std::future::Future<Output = Result<T, InferError>>,
+    {
         // The deployment's own limit, or the caller's deadline if that comes first.
         let limit = self.inner.limits.load().request_timeout;
         let timeout = match ctx.deadline {
@@ -246,7 +274,7 @@ impl Router {
             };
             let started = Instant::now();
             self.inner.stats.queued(started - queued_at);
-            let result = slot.replica.infer(payload, ctx, permit).await;
+            let result = work(slot.replica.clone(), ctx, permit).await;
             self.inner.stats.computed(started.elapsed());
             result
         };

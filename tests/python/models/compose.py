@@ -3,6 +3,7 @@
 import asyncio
 import os
 import time
+from fractions import Fraction
 
 import numpy as np
 
@@ -91,3 +92,36 @@ class Broken(Model):
 
     def predict(self, payload, headers=None):
         raise RuntimeError("broken on purpose")
+
+
+class Counter(Model):
+    """A sync model whose methods other deployments call with Python objects."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.total = Fraction(0)
+        self.ready = True
+
+    def add(self, amount, *, times=1):
+        self.total += amount * times
+        return self.total
+
+    async def describe(self, prefix):
+        return f"{prefix}: {self.total}"
+
+    def predict(self, payload, headers=None):
+        return {"total": str(self.total)}
+
+
+class MethodCaller(Model):
+    """Calls `counter`'s methods: keyword arguments, Python objects, `options(method_name=)`."""
+
+    async def predict(self, payload, headers=None):
+        counter = get_deployment_handle("counter")
+        if payload.get("missing"):
+            return await counter.no_such_method.remote()
+        if payload.get("rust"):
+            return await get_deployment_handle("identity").add.remote(1)
+        total = await counter.add.remote(Fraction(1, 3), times=3)
+        described = await counter.options(method_name="describe").remote("now")
+        return {"total": str(total), "type": type(total).__name__, "described": described}
