@@ -730,6 +730,16 @@ impl WorkerReplica {
         InferError::Internal(format!("replica crashed: {reason}"))
     }
 
+    /// Why the worker died, once the reader has found out (its socket closed under a request
+    /// that was about to be sent).
+    async fn death_reason(&self) -> String {
+        let mut died = self.died.clone();
+        match tokio::time::timeout(EXIT_GRACE * 2, died.wait_for(Option::is_some)).await {
+            Ok(Ok(reason)) => reason.clone().unwrap_or_default(),
+            _ => "its socket is closed".into(),
+        }
+    }
+
     /// Sends a message and waits for its reply. An inference request brings its permit,
     /// which stays with the request until the worker answers it.
     async fn call(
@@ -758,7 +768,7 @@ impl WorkerReplica {
         }
         if self.out.send((header, parts)).is_err() {
             self.shared.lock_pending().remove(&id);
-            return Err(self.crashed("its socket is closed".into()));
+            return Err(self.crashed(self.death_reason().await));
         }
         let mut guard = CancelOnDrop {
             replica: self,

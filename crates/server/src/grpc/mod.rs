@@ -142,6 +142,11 @@ impl InferenceService {
     ) -> Result<pb::ModelInferResponse, Status> {
         let started = Instant::now();
         let name = req.model_name.clone();
+        // Calls the model makes to other deployments inherit the client's deadline.
+        let mut ctx = ctx;
+        if let Some(d) = deadline {
+            ctx.deadline = Some(started + d);
+        }
         let result = async {
             let request = convert::request_from(req).map_err(InferError::from)?;
             let work = self.state.handle.infer(&name, Payload::V2(request), ctx);
@@ -264,9 +269,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let ctx = context(&req);
+        let mut ctx = context(&req);
         let timeout = deadline(&req);
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        ctx.deadline = deadline.map(tokio::time::Instant::into_std);
         let mut inbound = req.into_inner();
         let service = self.clone();
         let stream = async_stream(move |tx| async move {
