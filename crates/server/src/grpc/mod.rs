@@ -269,10 +269,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let mut ctx = context(&req);
+        // The deadline bounds the stream, not each request: it is not the requests' own
+        // (dropping the request in flight at the deadline cancels its inner calls too).
+        let ctx = context(&req);
         let timeout = deadline(&req);
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
-        ctx.deadline = deadline.map(tokio::time::Instant::into_std);
         let mut inbound = req.into_inner();
         let service = self.clone();
         let stream = async_stream(move |tx| async move {
