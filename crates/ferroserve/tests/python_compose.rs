@@ -229,3 +229,46 @@ async fn methods_are_called_with_python_objects() {
         "{body}"
     );
 }
+
+/// The composition example of the README: a Python application calling the Rust iris model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_composition_example_serves() {
+    let example = repo().join("examples/python/composition");
+    let yaml = std::fs::read_to_string(example.join("ferroserve.yaml"))
+        .unwrap()
+        .replace(
+            "import_path: pipeline.py:app",
+            &format!(
+                "import_path: {}:app\n    runtime_env: {{py_executable: {}}}",
+                example.join("pipeline.py").display(),
+                common::python().display()
+            ),
+        );
+    let s = Server::start(&yaml);
+    s.wait_ready(60).await;
+    let (status, body) = s
+        .post(
+            "/v1/models/flowers:predict",
+            json!({"instances": [[51, 35, 14, 2], [69, 31, 54, 21]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"predictions": ["setosa", "virginica"]}))
+    );
+    let (status, body) = s
+        .post("/v1/models/flowers:predict", json!({"instances": [[1, 2]]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("millimetres"),
+        "{body}"
+    );
+    let (status, _) = s
+        .post(
+            "/v1/models/iris:predict",
+            json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(status, 404, "iris is internal");
+}
