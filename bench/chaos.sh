@@ -58,6 +58,9 @@ REPORT="bench/results/chaos-$STAMP.md"
         "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
     printf -- '- commit: %s%s\n' "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes in the checkout)')"
+    printf -- '- binaries built: %s (ferroserve), %s (ferroserve-bench-chaos)\n' \
+        "$(date -u -r "$TARGET_DIR/release/ferroserve" '+%H:%M UTC' 2>/dev/null || echo '?')" \
+        "$(date -u -r "$BENCH" '+%H:%M UTC' 2>/dev/null || echo '?')"
     printf -- '- load average at start: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf -- '- DURATION=%s s, INTERVAL=%s s, CONCURRENCY=%s\n\n' "$DURATION" "$INTERVAL" "$CONCURRENCY"
 } | tee "$REPORT"
