@@ -8,7 +8,9 @@ bounded by the deadline of the request being served; tensors travel as raw bytes
 `handle.method_name.remote(*args, **kwargs)` (or `handle.options(method_name=...)`) calls
 any public method of a Python deployment's model, arguments and answer pickled. Each call
 returns a `DeploymentResponse` at once: `await` it in an `async def` handler (or pass it to
-another `.remote()` to chain without waiting), or call `.result()` from a sync handler.
+another `.remote()` to chain without waiting). `.result()` waits for it from a sync handler that
+runs on a thread (FERROSERVE_RUN_SYNC_IN_THREADPOOL=1, as Ray's RAY_SERVE_RUN_SYNC_IN_THREADPOOL);
+sync handlers run on the worker's event loop by default, as in Ray, where nothing may block.
 `asyncio.gather` over several responses runs the calls in parallel. When the request being
 served is cancelled, its calls are cancelled too.
 
@@ -52,7 +54,7 @@ def error_from(kind: str, message: str) -> Exception:
 
 class DeploymentResponse:
     """The answer of a `.remote()` call, on its way. Await it (in async code) or call
-    `.result()` (in sync code); pass it to another `.remote()` to chain calls."""
+    `.result()` (in a sync handler on a thread); pass it to another `.remote()` to chain calls."""
 
     def __init__(self, coro, channel):
         self._channel = channel
@@ -71,7 +73,11 @@ class DeploymentResponse:
     def result(self, timeout_s: Optional[float] = None) -> Any:
         """Waits for the answer (from a sync handler)."""
         if self._future is None:
-            raise RuntimeError("use `await response` in an async handler; .result() would block the event loop")
+            raise RuntimeError(
+                "this handler runs on the worker's event loop, which .result() would block: make it "
+                "`async def` and `await` the response, or set FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in "
+                "the deployment's runtime_env env_vars to run sync handlers on a thread"
+            )
         return self._future.result(timeout_s)
 
     def cancel(self) -> None:

@@ -401,9 +401,15 @@ class Worker:
     Every `infer` gets exactly one answer: `result`, `error`, or `cancelled` when ferroserve
     cancelled it (the caller left) before it finished; ferroserve keeps the request's slot
     until then. An async model runs requests as concurrent tasks, and a cancel cancels the
-    task. A sync model runs them one at a time, in order, on a thread of their own, so that the
-    event loop stays free to answer health checks and cancels while the model computes (as Ray
-    runs sync methods off its event loop); a cancel drops a request that has not started."""
+    task. A sync model runs them one at a time, in order, on the event loop (as Ray Serve does
+    by default): before each one the worker takes in every frame that has arrived, so a cancel
+    drops a request that has not started, and health checks and reconfigures are answered
+    between requests. (ferroserve judges a sync worker that is computing healthy without
+    waiting for it.) With FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in the deployment's environment
+    (Ray's RAY_SERVE_RUN_SYNC_IN_THREADPOOL), sync requests run on a thread of their own
+    instead: the loop answers at once, and a sync handler may wait for a handle's call with
+    `.result()`, at the cost of a thread hop per request (measured: half the throughput of a
+    trivial model)."""
 
     def __init__(self, model, name, reader, writer):
         self.model = model
@@ -414,8 +420,11 @@ class Worker:
         self.concurrent = any(is_async for _, is_async in self.steps)
         self.tasks = {}  # async model: request id -> task
         self.backlog = collections.OrderedDict()  # sync model: id -> frame, not started yet
-        self.work = asyncio.Event()
-        self.executor = None if self.concurrent else ThreadPoolExecutor(1, thread_name_prefix="ferroserve-predict")
+        threadpool = os.environ.get("FERROSERVE_RUN_SYNC_IN_THREADPOOL", "") not in ("", "0")
+        self.executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="ferroserve-predict") if threadpool and not self.concurrent else None
+        )
+        self.runner = None  # with the thread pool: the task running the backlog
         self.loop = None  # the event loop, set by `serve`
         self.calls = {}  # the model's calls to other deployments: id -> future of the answer
         self.next_call = 0
@@ -510,17 +519,33 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
             return self._error(header["id"], e)
 
-    async def run_sync(self):
-        """Runs the backlog of a sync model, oldest first, one request at a time."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self.backlog:
-                self.work.clear()
-                await self.work.wait()
-                continue
-            _, (header, payload) = self.backlog.popitem(last=False)
-            answer = await loop.run_in_executor(self.executor, self._compute_sync, header, payload, loop)
-            await self._send_answer(*answer)
+    async def run_next_sync(self):
+        """Runs the oldest request of a sync model's backlog: on the loop, or on the thread."""
+        _, (header, payload) = self.backlog.popitem(last=False)
+        if self.executor is not None:
+            answer = await self.loop.run_in_executor(self.executor, self._compute_sync, header, payload, self.loop)
+        else:
+            _handles.current_request.set(header["id"])
+            try:
+                answer = await self._run_async(header, payload)
+            except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
+                answer = self._error(header["id"], e)
+        await self._send_answer(*answer)
+
+    async def run_backlog_on_thread(self):
+        """With the thread pool: runs the backlog while the loop goes on reading frames (the
+        answers to the model's calls among them)."""
+        try:
+            while self.backlog:
+                await asyncio.sleep(0)  # let cancels that arrived in first
+                if self.backlog:
+                    await self.run_next_sync()
+        finally:
+            self.runner = None
+
+    def _buffered(self) -> bool:
+        """Whether bytes of another frame are already in the reader's buffer."""
+        return bool(getattr(self.reader, "_buffer", None))
 
     async def cancel(self, rid):
         if self.concurrent:
@@ -603,9 +628,15 @@ class Worker:
     async def serve(self):
         self.loop = asyncio.get_running_loop()
         _handles._set_channel(self)
-        runner = None if self.concurrent else asyncio.ensure_future(self.run_sync())
         try:
             while True:
+                if self.backlog and self.executor is None:
+                    # Take in what arrived while the last request ran (a cancel, a health
+                    # check) before starting the next one.
+                    await asyncio.sleep(0)
+                    if not self._buffered():
+                        await self.run_next_sync()
+                        continue
                 try:
                     header, payload = await read_frame(self.reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
@@ -616,7 +647,8 @@ class Worker:
                         self.tasks[header["id"]] = asyncio.ensure_future(self.infer_async(header, payload))
                     else:
                         self.backlog[header["id"]] = (header, payload)
-                        self.work.set()
+                        if self.executor is not None and self.runner is None:
+                            self.runner = asyncio.ensure_future(self.run_backlog_on_thread())
                 elif kind == "cancel":
                     await self.cancel(header["id"])
                 elif kind in ("call_result", "call_error"):
@@ -626,8 +658,8 @@ class Worker:
                 elif kind == "reconfigure":
                     await self.reconfigure(header["id"], header.get("user_config"))
         finally:
-            if runner is not None:
-                runner.cancel()
+            if self.runner is not None:
+                self.runner.cancel()
             if self.executor is not None:
                 self.executor.shutdown(wait=False)
 

@@ -23,7 +23,11 @@ fn server(extra_double: &str) -> Server {
         "deployments:\n  - name: identity\n    model: identity\n{}{}{}{}{}",
         python("double", "Double", extra_double),
         python("ingress", "Ingress", "    request_timeout_s: 5\n"),
-        python("sync-ingress", "SyncIngress", ""),
+        // `.result()` needs the sync handler on a thread of its own, as in Ray.
+        python("sync-ingress", "SyncIngress", "").replace(
+            "runtime_env: {",
+            "runtime_env: {env_vars: {FERROSERVE_RUN_SYNC_IN_THREADPOOL: \"1\"}, ",
+        ),
         python("sleeper", "Sleeper", "    max_ongoing_requests: 16\n"),
         python("fan", "FanOut", "    request_timeout_s: 0.5\n"),
     ))

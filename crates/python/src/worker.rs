@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -180,7 +180,18 @@ struct Shared {
     stderr_tail: Mutex<VecDeque<String>>,
     /// Calls the model is making to other deployments.
     calls: Arc<Calls>,
+    /// The latest health answer (`HEALTH_*`), for checks made while a sync model computes.
+    last_health: AtomicU8,
+    /// A health check sent while busy has not been answered yet.
+    health_in_flight: AtomicBool,
 }
+
+/// No health answer yet.
+const HEALTH_UNKNOWN: u8 = 0;
+/// The model's `healthy()` said yes.
+const HEALTH_OK: u8 = 1;
+/// The model's `healthy()` said no (or raised).
+const HEALTH_BAD: u8 = 2;
 
 impl Shared {
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
@@ -308,6 +319,8 @@ pub(crate) async fn start(
         close: Notify::new(),
         stderr_tail: Mutex::new(VecDeque::new()),
         calls: Arc::default(),
+        last_health: AtomicU8::new(HEALTH_UNKNOWN),
+        health_in_flight: AtomicBool::new(false),
     });
     if let Some(out) = child.stdout.take() {
         tokio::spawn(log_lines(out, start.clone(), "stdout", None));
@@ -589,7 +602,13 @@ async fn read_loop(
                 (id, Reply::Result(response, body, payload))
             }
             Ok(FromWorker::Error { id, kind, message }) => (id, Reply::Error(kind, message)),
-            Ok(FromWorker::Health { id, ok }) => (id, Reply::Health(ok)),
+            Ok(FromWorker::Health { id, ok }) => {
+                shared
+                    .last_health
+                    .store(if ok { HEALTH_OK } else { HEALTH_BAD }, Ordering::Release);
+                shared.health_in_flight.store(false, Ordering::Release);
+                (id, Reply::Health(ok))
+            }
             Ok(FromWorker::Reconfigured { id, error }) => (id, Reply::Reconfigured(error)),
             Ok(FromWorker::Cancelled { id }) => (id, Reply::Cancelled),
             Ok(FromWorker::MethodResult { id }) => (id, Reply::MethodResult(payload)),
@@ -930,6 +949,23 @@ impl Replica for WorkerReplica {
     async fn check_health(&self) -> Result<(), String> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = encode(&ToWorker::Health { id }).map_err(|e| e.to_string())?;
+        // A sync model answers between requests: while one computes, the worker is busy, not
+        // ill (its process is alive, or `died` would have said so; a request stuck past
+        // `request_timeout_s` is the watchdog's). The check is sent without waiting, and its
+        // answer judges the next check made while the worker is still busy.
+        if !self.shared.concurrent.load(Ordering::Relaxed)
+            && self.shared.oldest_in_progress().is_some()
+        {
+            if !self.shared.health_in_flight.swap(true, Ordering::AcqRel)
+                && self.out.send((header, Vec::new())).is_err()
+            {
+                return Err(self.death_reason().await);
+            }
+            return match self.shared.last_health.load(Ordering::Acquire) {
+                HEALTH_BAD => Err("the model's healthy() returned false".into()),
+                _ => Ok(()),
+            };
+        }
         match self.call(id, header, Vec::new(), None, None).await {
             Ok(Reply::Health(true)) => Ok(()),
             Ok(Reply::Health(false)) => Err("the model's healthy() returned false".into()),
