@@ -321,13 +321,12 @@ fn replica_thread(factory: ModelFactory, start: ReplicaStart, ready: oneshot::Se
                     let reply = Arc::new(Mutex::new(Some(reply)));
                     let mut work = tokio::spawn({
                         let (model, stages, reply) = (model.clone(), start.stages.clone(), reply.clone());
+                        let liveness = start.liveness.clone();
                         async move {
                             // Dropped when the work ends or is aborted: only then is the
                             // replica's capacity free again; and before the reply, so that a
                             // caller's next request finds the capacity free.
-                            let permit = permit;
-                            let result = pipeline(model, payload, ctx, stages).await;
-                            drop(permit);
+                            let result = guarded(pipeline(model, payload, ctx, stages), permit, &liveness).await;
                             if let Some(tx) = take(&reply) {
                                 let _ = tx.send(result);
                             }
@@ -375,6 +374,23 @@ type ReplySlot = Arc<Mutex<Option<oneshot::Sender<Result<Prediction, InferError>
 /// Takes the reply sender, whoever comes first (the work or its watcher).
 fn take(slot: &ReplySlot) -> Option<oneshot::Sender<Result<Prediction, InferError>>> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Runs a request's work holding its permit. If the work panics, the replica is marked dead
+/// while the permit is still held (so the panicking request counts among those its death
+/// cost, and no new request reaches the replica), then the panic goes on to the task's
+/// watcher.
+async fn guarded<F>(work: F, permit: Permit, liveness: &Liveness) -> F::Output
+where
+    F: std::future::Future,
+{
+    use futures_util::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+    if outcome.is_err() {
+        liveness.mark_dead();
+    }
+    drop(permit);
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// preprocess → predict → postprocess, timed per stage.
@@ -442,10 +458,10 @@ impl Replica for InlineReplica {
         permit: Permit,
     ) -> Result<Prediction, InferError> {
         let work = pipeline(self.model.clone(), payload, ctx, self.stages.clone());
+        let liveness = self.liveness.clone();
         // The task owns the permit: aborting it (the caller left) drops both together.
         let mut task = AbortOnDrop(tokio::spawn(async move {
-            let _permit = permit;
-            work.await
+            guarded(work, permit, &liveness).await
         }));
         match (&mut task.0).await {
             Ok(result) => result,

@@ -278,14 +278,20 @@ impl Router {
             self.inner.stats.computed(started.elapsed());
             result
         };
-        match timeout {
-            None => work.await,
-            Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
-                Err(InferError::Timeout {
-                    name: self.inner.name.clone(),
-                    after: t,
-                })
-            }),
+        let Some(t) = timeout else {
+            return work.await;
+        };
+        let timed_out = || InferError::Timeout {
+            name: self.inner.name.clone(),
+            after: t,
+        };
+        let end = Instant::now() + t;
+        match tokio::time::timeout(t, work).await {
+            Err(_) => Err(timed_out()),
+            // A call made for this request ran out of the time it inherited: this request's
+            // own timeout, whichever of the two fired first.
+            Ok(Err(_)) if Instant::now() >= end => Err(timed_out()),
+            Ok(result) => result,
         }
     }
 
