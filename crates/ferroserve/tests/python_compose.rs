@@ -276,3 +276,50 @@ async fn the_composition_example_serves() {
         .await;
     assert_eq!(status, 404, "iris is internal");
 }
+
+/// A kill -9 of an inner replica under load fails at most the requests it held: the others wait
+/// for, or go to, the live replica, and the outer requests fail only for those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_inner_replica_fails_at_most_what_it_held() {
+    let s = server("    num_replicas: 2\n");
+    s.wait_ready(60).await;
+    let (_, direct) = s.post("/v1/models/double:predict", json!({"x": 1})).await;
+    let victim = direct["pid"].as_u64().unwrap() as u32;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, stop) = (s.url("/v1/models/ingress:predict"), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = client.post(&url).body(r#"{"x": 1}"#).send().await.unwrap();
+                    match r.status().as_u16() {
+                        200 => ok += 1,
+                        500 => failed += 1,
+                        other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    signal(victim, "KILL");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    let held = s
+        .metric("ferroserve_deployment_requests_held_at_death_total{deployment=\"double\"}")
+        .await;
+    assert!(ok > 100, "the load ran ({ok} answered)");
+    assert!(
+        f64::from(failed) <= held,
+        "{failed} outer requests failed, the inner replica held {held}"
+    );
+}

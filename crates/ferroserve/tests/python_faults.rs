@@ -30,19 +30,6 @@ fn pid_of(body: &serde_json::Value) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {body}")) as u32
 }
 
-/// The value of one sample of `/metrics`, e.g. `name{deployment="echo"}`.
-async fn metric(s: &Server, sample: &str) -> f64 {
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in /metrics"))
-}
-
 /// `clients` callers posting `body` in a loop until `stop`; each result's status and body.
 fn load(
     s: &Server,
@@ -119,16 +106,12 @@ async fn kill_9_under_sustained_load_fails_at_most_what_the_worker_held() {
         let e = body["error"].as_str().unwrap();
         assert!(e.contains("crashed") && e.contains("SIGKILL"), "{e}");
     }
-    let held = metric(
-        &s,
-        "ferroserve_deployment_requests_held_at_death_total{deployment=\"echo\"}",
-    )
-    .await;
-    let deaths = metric(
-        &s,
-        "ferroserve_deployment_replica_deaths_total{deployment=\"echo\"}",
-    )
-    .await;
+    let held = s
+        .metric("ferroserve_deployment_requests_held_at_death_total{deployment=\"echo\"}")
+        .await;
+    let deaths = s
+        .metric("ferroserve_deployment_replica_deaths_total{deployment=\"echo\"}")
+        .await;
     assert_eq!(deaths, 1.0);
     assert!(held <= 5.0, "a replica holds at most max_ongoing_requests");
     assert!(

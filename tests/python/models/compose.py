@@ -125,3 +125,17 @@ class MethodCaller(Model):
         total = await counter.add.remote(Fraction(1, 3), times=3)
         described = await counter.options(method_name="describe").remote("now")
         return {"total": str(total), "type": type(total).__name__, "described": described}
+
+
+class Pipeline3(Model):
+    """V2: `pre` (Python) → `identity` (Rust) → `post` (Python), tensors raw all the way."""
+
+    async def predict(self, payload, headers=None):
+        pre = await get_deployment_handle("pre").remote(payload)
+        mid = await get_deployment_handle("identity").remote(_request_of(pre, payload.id))
+        return await get_deployment_handle("post").remote(_request_of(mid, payload.id))
+
+
+def _request_of(response, request_id):
+    """A response's outputs as the inputs of the next request."""
+    return InferRequest("next", [_as_input(o) for o in response.outputs], request_id=request_id)

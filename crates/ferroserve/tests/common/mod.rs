@@ -138,6 +138,19 @@ impl Server {
         panic!("{model} never became ready; the log:\n{}", self.log_text());
     }
 
+    /// The value of one sample of `/metrics`, e.g. `name{deployment="echo"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {sample} in /metrics"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
