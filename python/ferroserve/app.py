@@ -103,7 +103,7 @@ def _with_handles(value):
 
 def describe(import_path: str) -> List[Dict[str, Any]]:
     """The deployments of the application at `import_path` (`file.py:app`), the ingress
-    first: what `ferroserve serve` reads (`python -m ferroserve.describe`) for an `applications:` entry
+    first, each exposed to clients if it is the ingress or says `exposed=True`: what `ferroserve serve` reads (`python -m ferroserve.describe`) for an `applications:` entry
     of its config."""
     from .worker import load_class
 
@@ -115,6 +115,7 @@ def describe(import_path: str) -> List[Dict[str, Any]]:
         options = node.options
         options.pop("name", None)
         options.pop("runtime_env", None)  # the application's runtime_env applies
-        out.append({"name": node.name, "options": options, "ingress": node is app})
+        exposed = bool(options.pop("exposed", False))
+        out.append({"name": node.name, "options": options, "exposed": node is app or exposed})
     return out
 

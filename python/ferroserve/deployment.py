@@ -15,6 +15,7 @@ OPTIONS = (
     "request_timeout_s",
     "user_config",
     "runtime_env",
+    "exposed",  # an application's deployment other than the ingress that clients reach too
 )
 
 _ATTR = "_ferroserve_options"

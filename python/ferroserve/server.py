@@ -65,7 +65,7 @@ def _application(app: Application) -> List[Dict[str, Any]]:
     out = []
     for node in app.deployments():
         entry = _deployment(node.cls, node.name, target)
-        entry["exposed"] = node is app
+        entry["exposed"] = node is app or bool(entry.get("exposed", False))
         out.append(entry)
     return out
 

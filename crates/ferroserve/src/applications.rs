@@ -2,7 +2,8 @@
 //! deployments made with `.bind()`) named by its import path. The application's deployments are
 //! read by running its interpreter (`python -m ferroserve.describe file.py:app`), which
 //! lists each deployment with the options of its decorator; the config's per-deployment entries
-//! override them, as in Ray Serve. The ingress is exposed to clients, the others are internal.
+//! override them, as in Ray Serve. The ingress is exposed to clients, the others are internal
+//! unless declared `exposed=True`.
 //!
 //! ```yaml
 //! applications:
@@ -44,7 +45,8 @@ struct Described {
     name: String,
     #[serde(default)]
     options: serde_json::Map<String, serde_json::Value>,
-    ingress: bool,
+    /// Whether clients reach it: the ingress, or a deployment declared `exposed=True`.
+    exposed: bool,
 }
 
 /// The deployments of application `i` of the config file.
@@ -74,7 +76,7 @@ pub fn deployments(
             options: deployment_options(&at, fields)?,
             name: d.name,
             model: ModelKind::Python(spec.clone()),
-            exposed: d.ingress,
+            exposed: d.exposed,
         });
     }
     if let Some(o) = overrides.first() {

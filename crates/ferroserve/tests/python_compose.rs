@@ -140,16 +140,18 @@ async fn check_app(s: &Server) {
         .post("/v1/models/ingress-app:predict", json!({"x": 1}))
         .await;
     assert_eq!((status, body.clone()), (200, json!({"x": 12})), "{body}");
-    // Only the ingress is exposed; the others are internal but in the status.
+    // The ingress is exposed, and add10 declared so; add1 is internal but in the status.
     let (status, _) = s.post("/v1/models/add1:predict", json!({"x": 1})).await;
     assert_eq!(status, 404);
+    let (status, body) = s.post("/v1/models/add10:predict", json!({"x": 1})).await;
+    assert_eq!((status, body), (200, json!({"x": 11})));
     let models: serde_json::Value = reqwest::get(s.url("/v1/models"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(models["models"], json!(["ingress-app"]));
+    assert_eq!(models["models"], json!(["ingress-app", "add10"]));
     let st = s.status().await;
     let names: Vec<_> = st["deployments"]
         .as_array()

@@ -28,7 +28,8 @@ class Ingress(Model):
         return await self.second.remote(self.first.remote(payload))
 
 
-app = Ingress.bind(Adder.options(name="add1").bind(1), Adder.options(name="add10").bind(10))
+# add10 is declared exposed: clients reach it too; add1 stays internal.
+app = Ingress.bind(Adder.options(name="add1").bind(1), Adder.options(name="add10", exposed=True).bind(10))
 
 if __name__ == "__main__":
     from ferroserve import ModelServer
