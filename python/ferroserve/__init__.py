@@ -2,7 +2,7 @@
 request/response types, Ray Serve's `deployment` decorator, and `ModelServer` that serves them
 with the ferroserve binary, each replica a worker process."""
 
-from .deployment import deployment, serve
+from .deployment import Application, deployment
 from .errors import DeploymentUnavailableError, InferenceError, InvalidInput, ModelNotReady, ServerNotReady
 from .handle import DeploymentHandle, DeploymentResponse, get_deployment_handle
 from .model import Model
@@ -10,6 +10,7 @@ from .server import ModelServer
 from .types import InferInput, InferOutput, InferRequest, InferResponse
 
 __all__ = [
+    "Application",
     "DeploymentHandle",
     "DeploymentResponse",
     "DeploymentUnavailableError",
@@ -28,3 +29,20 @@ __all__ = [
     "serve",
 ]
 __version__ = "0.1.0"
+
+
+class _Serve:
+    """`from ferroserve import serve`: Ray Serve's spelling (`@serve.deployment(...)`,
+    `serve.run(app)`, `serve.get_deployment_handle(name)`)."""
+
+    deployment = staticmethod(deployment)
+    get_deployment_handle = staticmethod(get_deployment_handle)
+
+    @staticmethod
+    def run(app, **server_options):
+        """Serves the application (`Ingress.bind(...)`): replaces this process with ferroserve,
+        as `ModelServer(**server_options).start(app)` (Ray's `serve.run` returns instead)."""
+        ModelServer(**server_options).start(app)
+
+
+serve = _Serve()

@@ -5,7 +5,7 @@ as JSON (name, decorator options, whether it is the ingress), for `ferroserve se
 import json
 import sys
 
-from .app import describe
+from .deployment import describe
 
 
 def main(argv=None) -> int:

@@ -9,8 +9,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Union
 
-from .app import Application
-from .deployment import name_of, options_of
+from .deployment import Application, name_of, options_of
 
 
 def find_binary() -> str:

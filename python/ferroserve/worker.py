@@ -7,8 +7,6 @@ kernel kills it when ferroserve dies (PR_SET_PDEATHSIG)."""
 import argparse
 import asyncio
 import collections
-import importlib
-import importlib.util
 import inspect
 import json
 import math
@@ -22,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import handle as _handles
-from .app import Application
+from .deployment import Application
+from .loader import load_class
 from .protocol import read_frame, write_frame
 from .errors import InvalidInput
 from .types import (
@@ -65,33 +64,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, under another user
     return True
-
-
-def load_class(target: str):
-    """`path/to/file.py:Class` or `package.module:Class` → the class."""
-    module_part, _, class_name = target.rpartition(":")
-    if not module_part or not class_name:
-        raise ValueError(f"target {target!r} must be 'file.py:Class' or 'module:Class'")
-    if module_part.endswith(".py") or os.sep in module_part:
-        path = os.path.abspath(module_part)
-        directory = os.path.dirname(path)
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-        name = "ferroserve_user_" + os.path.splitext(os.path.basename(path))[0]
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(module_part)
-    obj = module
-    for part in class_name.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def construct(cls, name: str):

@@ -15,13 +15,11 @@
 //!         num_replicas: 2
 //! ```
 
-use std::path::Path;
 use std::process::Stdio;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
+use ferroserve_python::PythonSpec;
 use serde::Deserialize;
-
-use crate::config::{DeploymentConfig, ModelKind, deployment_options, python_spec};
 
 /// An entry of `applications:`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,19 +47,27 @@ struct Described {
     exposed: bool,
 }
 
-/// The deployments of application `i` of the config file.
-pub fn deployments(
-    i: usize,
-    app: ApplicationFile,
-    base: &Path,
-) -> anyhow::Result<Vec<DeploymentConfig>> {
-    let at = format!("applications[{i}] ({})", app.name);
-    let spec = python_spec(&at, &app.import_path, app.runtime_env, base)
-        .map_err(|e| anyhow!("{}", e.to_string().replace(".python:", ".import_path:")))?;
-    let described = describe(&at, &spec)?;
-    let mut overrides = app.deployments;
-    let mut out = Vec::with_capacity(described.len());
-    for d in described {
+/// One deployment of an application: its name, its options (the decorator's, overridden by
+/// the config's entry) and whether clients reach it.
+#[derive(Debug)]
+pub struct AppDeployment {
+    /// Deployment name.
+    pub name: String,
+    /// Ray Serve's options, as fields still to validate.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The ingress, or declared `exposed=True`.
+    pub exposed: bool,
+}
+
+/// The deployments of the application `spec` runs (its target is the import path), each with
+/// the options of `overrides` that name it; `at` names the entry in errors.
+pub fn resolve(
+    at: &str,
+    spec: &PythonSpec,
+    mut overrides: Vec<serde_json::Map<String, serde_json::Value>>,
+) -> anyhow::Result<Vec<AppDeployment>> {
+    let mut out = Vec::new();
+    for d in describe(at, spec)? {
         let mut fields = d.options;
         if let Some(pos) = overrides
             .iter()
@@ -71,11 +77,9 @@ pub fn deployments(
             o.remove("name");
             fields.extend(o);
         }
-        let at = format!("{at}.deployments ({})", d.name);
-        out.push(DeploymentConfig {
-            options: deployment_options(&at, fields)?,
+        out.push(AppDeployment {
             name: d.name,
-            model: ModelKind::Python(spec.clone()),
+            fields,
             exposed: d.exposed,
         });
     }
@@ -87,7 +91,7 @@ pub fn deployments(
 }
 
 /// Runs the application's interpreter to list its deployments.
-fn describe(at: &str, spec: &ferroserve_python::PythonSpec) -> anyhow::Result<Vec<Described>> {
+fn describe(at: &str, spec: &PythonSpec) -> anyhow::Result<Vec<Described>> {
     let mut cmd = std::process::Command::new(&spec.py_executable);
     cmd.args(["-m", "ferroserve.describe", &spec.target])
         .envs(&spec.env_vars)

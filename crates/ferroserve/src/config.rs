@@ -166,7 +166,7 @@ struct RuntimeEnv {
 }
 
 /// Builds the spec of a `python:` deployment; relative paths are taken from `base`.
-pub(crate) fn python_spec(
+fn python_spec(
     at: &str,
     target: &str,
     runtime_env: Option<serde_json::Value>,
@@ -340,14 +340,25 @@ impl Config {
         }
         let graphs = file.graphs;
         for (i, app) in file.applications.into_iter().enumerate() {
-            for d in applications::deployments(i, app, base)? {
+            let at = format!("applications[{i}] ({})", app.name);
+            let spec = python_spec(&at, &app.import_path, app.runtime_env, base)
+                .map_err(|e| anyhow!("{}", e.to_string().replace(".python:", ".import_path:")))?;
+            for d in applications::resolve(&at, &spec, app.deployments)? {
                 if deployments.iter().any(|x| x.name == d.name) {
                     bail!(
-                        "applications[{i}]: deployment name '{}' is used by another deployment",
+                        "{at}: deployment name '{}' is used by another deployment",
                         d.name
                     );
                 }
-                deployments.push(d);
+                deployments.push(DeploymentConfig {
+                    options: deployment_options(
+                        &format!("{at}.deployments ({})", d.name),
+                        d.fields,
+                    )?,
+                    name: d.name,
+                    model: ModelKind::Python(spec.clone()),
+                    exposed: d.exposed,
+                });
             }
         }
         // Graphs call deployments (not other graphs, so no cycle can run through them).
@@ -439,7 +450,7 @@ pub fn seconds(field: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 /// The remaining fields of a deployment: Ray Serve's options.
-pub(crate) fn deployment_options(
+fn deployment_options(
     at: &str,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<DeploymentOptions> {
