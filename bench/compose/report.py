@@ -73,6 +73,7 @@ class Result:
             "p99": med(r["p99_us"] for r in rs), "max": max((max_latency_us(r["raw"]) or 0 for r in rs), default=None),
             "cpu_us": med(r["server_cpu_s"] / r["requests"] * 1e6 for r in rs if r.get("requests")),
             "other": max((r["other_cpu_pct"] for r in rs), default=None),
+            "steal": max((r.get("steal_pct") or 0 for r in rs), default=None),
             "n": len(self.runs(ep, c, ok=False)), "ok": len(rs),
         }
 
@@ -103,11 +104,11 @@ def main():
           f"everything else at each server's defaults.\n")
 
     head = ["endpoint", "what"] + [f"c={c}" for c in res.conc] + [f"server CPU µs/req c={max(res.conc)}",
-                                                                   "worst max latency", "other CPU %"]
+                                                                   "worst max latency", "other CPU %", "steal %"]
     print("| " + " | ".join(head) + " |")
-    print("|---|---|" + "---|" * len(res.conc) + "--:|--:|--:|")
+    print("|---|---|" + "---|" * len(res.conc) + "--:|--:|--:|--:|")
     for ep in res.order:
-        cells, worst, other = [], 0, 0
+        cells, worst, other, steal = [], 0, 0, 0
         for c in res.conc:
             cell = res.cell(ep, c)
             if cell["n"] == 0:
@@ -119,14 +120,17 @@ def main():
                 cells.append(f"{cell['rps']:,.0f} · {us(cell['p50'])}/{us(cell['p99'])}{flag}")
                 worst = max(worst, cell["max"] or 0)
                 other = max(other, cell["other"] or 0)
+                steal = max(steal, cell["steal"] or 0)
         top = res.cell(ep, max(res.conc))
         print("| " + " | ".join([ep, data["endpoints"][ep]["what"], *cells,
                                  f"{top['cpu_us']:.0f}" if top["cpu_us"] is not None else "n/a",
-                                 us(worst) if worst else "n/a", f"{other:.0f}"]) + " |")
+                                 us(worst) if worst else "n/a", f"{other:.0f}", f"{steal:.0f}"]) + " |")
     failed_servers = [x for x in data["servers"] if not x["ok"]]
     for x in failed_servers:
         print(f"\n**{x['server']} FAILED**: {x['error'] or 'some runs failed'}")
 
+    print("\nother CPU % and steal %: the worst run's CPU used by other processes and taken by the hypervisor "
+          "(% of one core); a run with much of either is disturbed.")
     print("\n## Per-hop cost (pipeline p50 − single model p50)\n")
     print("| difference | " + " | ".join(f"c={c}" for c in res.conc) + " | target |")
     print("|---|" + "--:|" * len(res.conc) + "---|")

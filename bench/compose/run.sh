@@ -4,7 +4,7 @@
 # model) and, with RAY=1, Ray Serve (ingress → echo through a handle), in one run. See
 # bench/README.md ("Composition").
 #
-#   bench/compose/run.sh                 # DURATION=10 s per run, REPEATS=3: about 20 minutes
+#   bench/compose/run.sh                 # DURATION=10 s per run, REPEATS=3: about 12 minutes
 #   QUICK=1 bench/compose/run.sh         # 2 s runs, 1 repeat: checks the pipeline, numbers noisy
 #   RAY=1 bench/compose/run.sh           # adds Ray Serve (installs bench/python/.venv-ray)
 #   SERVERS=ferroserve ENDPOINTS=fs-identity,fs-graph2 bench/compose/run.sh
