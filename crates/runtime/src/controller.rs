@@ -25,11 +25,7 @@ use crate::metrics::{DeploymentMetrics, StageHistograms};
 use crate::replica::{Liveness, Replica, ReplicaBackend, ReplicaStart};
 use crate::router::{Availability, Limits, ReplicaSet, ReplicaSlot, Router};
 use crate::status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
-use crate::{Model, ModelError, ModelInfo, RuntimeMetrics};
-
-/// Makes a fresh, unloaded instance of a model: called once per replica the controller
-/// starts, so replicas can be (re)started without the user's help.
-pub type ModelFactory = Arc<dyn Fn() -> Result<Box<dyn Model>, ModelError> + Send + Sync>;
+use crate::{ModelInfo, RuntimeMetrics};
 
 /// How often each control loop runs.
 const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
@@ -854,16 +850,4 @@ fn summary(error: &str) -> String {
         .unwrap_or_default()
         .trim_end_matches(':')
         .to_owned()
-}
-
-/// The message of a panicked task, if it had one.
-pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned()),
-        Err(e) => e.to_string(),
-    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::{AutoscalingOptions, DeploymentOptions};
-use crate::controller::ModelFactory;
+use crate::replica::ModelFactory;
 use crate::replica::{LocalBackend, ReplicaBackend};
 use crate::{Model, ModelError};
 

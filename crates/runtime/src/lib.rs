@@ -24,13 +24,13 @@ mod status;
 
 pub use builtin::Identity;
 pub use config::{AutoscalingOptions, ConfigError, DeploymentConfig, DeploymentOptions};
-pub use controller::{Controller, ControllerError, ModelFactory};
+pub use controller::{Controller, ControllerError};
 pub use deployment::{Deployment, factory};
 pub use error::{InferError, ModelError};
 pub use handle::{DeploymentHandle, Handle, ModelStatus, WeakHandle};
 pub use metrics::{LATENCY_BUCKETS, RuntimeMetrics};
 pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
-pub use replica::{Liveness, LocalBackend, Replica, ReplicaBackend, ReplicaStart};
+pub use replica::{Liveness, LocalBackend, ModelFactory, Replica, ReplicaBackend, ReplicaStart};
 pub use router::Permit;
 pub use stats::{DurationStat, ModelStatistics};
 pub use status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};

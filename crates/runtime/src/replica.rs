@@ -17,7 +17,6 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::controller::{ModelFactory, panic_message};
 use crate::handle::{Handle, WeakHandle};
 use crate::metrics::StageHistograms;
 use crate::router::Permit;
@@ -174,6 +173,10 @@ pub trait ReplicaBackend: Send + Sync + 'static {
     /// Makes and loads a replica; returns once it can serve, or why it could not start.
     async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String>;
 }
+
+/// Makes a fresh, unloaded instance of a model: called once per replica the controller
+/// starts, so replicas can be (re)started without the user's help.
+pub type ModelFactory = Arc<dyn Fn() -> Result<Box<dyn Model>, ModelError> + Send + Sync>;
 
 /// Replicas of an in-process Rust model, each on its own thread.
 pub struct LocalBackend {
@@ -571,5 +574,17 @@ impl Replica for LocalReplica {
 
     fn died(&self) -> watch::Receiver<Option<String>> {
         self.died.clone()
+    }
+}
+
+/// The message of a panicked task, if it had one.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned()),
+        Err(e) => e.to_string(),
     }
 }
