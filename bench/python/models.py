@@ -1,5 +1,5 @@
 """The benchmark's Python models, with the same logic for every server (as in
-/work/shared/reference/baseline.md §2):
+../shared/reference/baseline.md §2):
 
 - **echo**: V2 infer, one FP32 input `[1,16]`, answered as `output-0` (pure serving overhead);
 - **cpu**: a fixed pure-Python loop of about 5 ms of CPU, then echo; a synchronous `predict`;
