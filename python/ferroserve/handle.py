@@ -57,7 +57,6 @@ class DeploymentResponse:
     `.result()` (in a sync handler on a thread); pass it to another `.remote()` to chain calls."""
 
     def __init__(self, coro, channel):
-        self._channel = channel
         if _on_loop(channel):
             self._task = channel.loop.create_task(coro)
             self._future = None

@@ -762,3 +762,33 @@ async fn a_panicking_replica_under_load_fails_only_what_it_held() {
     assert!(served.load(Ordering::SeqCst) > 100);
     ready(&h, "fragile", 2).await;
 }
+
+/// Regression (found by the chaos benchmark): the permit of the request that panicked was
+/// given back before the replica was marked dead, so its death counted 0 requests held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_that_panics_counts_among_those_its_replica_held() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = RuntimeMetrics::new(&mut registry);
+    let probe = Arc::new(Probe::default());
+    let (_c, h) = Controller::start(vec![deployment("fragile", &probe, "v1")], metrics).unwrap();
+    ready(&h, "fragile", 1).await;
+    call(&h, "fragile", json!({"panic": true}))
+        .await
+        .unwrap_err();
+    let held = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "ferroserve_deployment_requests_held_at_death_total{deployment=\"fragile\"}",
+                )?
+                .trim()
+                .parse::<f64>()
+                .ok()
+            })
+            .unwrap_or(-1.0)
+    };
+    eventually(5, "the death counted", || held() >= 0.0 && held() != 0.0).await;
+    assert_eq!(held(), 1.0);
+}
