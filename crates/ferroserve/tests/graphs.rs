@@ -8,11 +8,7 @@ use common::*;
 use serde_json::json;
 
 fn python(name: &str, class: &str) -> String {
-    format!(
-        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n    exposed: false\n",
-        repo().join("tests/python/models/compose.py").display(),
-        common::python().display()
-    )
+    python_deployment(name, "compose.py", class, "    exposed: false\n")
 }
 
 const GRAPHS: &str = r#"graphs:

@@ -11,11 +11,7 @@ use common::*;
 use serde_json::json;
 
 fn python(name: &str, class: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n{extra}",
-        repo().join("tests/python/models/compose.py").display(),
-        common::python().display()
-    )
+    python_deployment(name, "compose.py", class, extra)
 }
 
 fn server(extra_double: &str) -> Server {

@@ -12,24 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn deployment(name: &str, file: &str, class: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n{extra}",
-        repo().join("tests/python/models").join(file).display(),
-        python().display()
-    )
-}
-
-fn config(deployments: &[String]) -> String {
-    format!("deployments:\n{}", deployments.concat())
-}
-
-fn pid_of(body: &serde_json::Value) -> u32 {
-    body["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {body}")) as u32
-}
-
 /// `clients` callers posting `body` in a loop until `stop`; each result's status and body.
 fn load(
     s: &Server,
@@ -76,7 +58,7 @@ async fn results(
 /// hundreds failed where only the few it held should.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_sustained_load_fails_at_most_what_the_worker_held() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "echo",
         "workers.py",
         "Echo",
@@ -138,7 +120,7 @@ async fn kill_9_under_sustained_load_fails_at_most_what_the_worker_held() {
 /// failed an unrelated request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_times_out_on_an_async_model_costs_nothing_else() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "async",
         "workers.py",
         "AsyncSleep",
@@ -167,7 +149,7 @@ async fn a_request_that_times_out_on_an_async_model_costs_nothing_else() {
 /// replica failed them and was replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_sync_predict_passes_its_health_checks() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "slow",
         "workers.py",
         "Blocking",
@@ -188,7 +170,7 @@ async fn a_long_sync_predict_passes_its_health_checks() {
 /// inside the worker as if they were stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_on_a_busy_sync_worker_neither_overload_nor_kill_it() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "busy",
         "workers.py",
         "Blocking",
@@ -218,7 +200,7 @@ async fn timeouts_on_a_busy_sync_worker_neither_overload_nor_kill_it() {
     // A caller that leaves holds its replica's slot until the worker is done with it: a fresh
     // request on `max_ongoing_requests: 1` waits in the queue (where autoscaling sees it)
     // behind one abandoned predict, not behind five.
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "one",
         "workers.py",
         "Blocking",
@@ -261,7 +243,7 @@ async fn timeouts_on_a_busy_sync_worker_neither_overload_nor_kill_it() {
 /// `print()` in the model failed with BrokenPipeError.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_that_is_not_utf8_is_logged_lossily_and_printing_goes_on() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "printer",
         "faults.py",
         "Printer",
@@ -282,7 +264,7 @@ async fn output_that_is_not_utf8_is_logged_lossily_and_printing_goes_on() {
 /// A failed `load()` answers clients in one line; the traceback stays in the log and status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_load_answers_clients_in_one_line_without_the_traceback() {
-    let s = Server::start(&config(&[deployment(
+    let s = Server::start(&config(&[python_deployment(
         "broken",
         "workers.py",
         "BadLoad",

@@ -10,15 +10,7 @@ use common::*;
 use serde_json::json;
 
 fn deployment(name: &str, class: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n{extra}",
-        repo().join("tests/python/models/workers.py").display(),
-        python().display()
-    )
-}
-
-fn config(deployments: &[String]) -> String {
-    format!("deployments:\n{}", deployments.concat())
+    python_deployment(name, "workers.py", class, extra)
 }
 
 fn pid_of(body: &serde_json::Value) -> u64 {

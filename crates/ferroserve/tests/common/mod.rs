@@ -61,6 +61,29 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// A config entry for a Python deployment: class `class` of `tests/python/models/<file>`, run by
+/// the test venv's Python; `extra` holds more option lines (indented four spaces).
+pub fn python_deployment(name: &str, file: &str, class: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    python: {}:{class}\n    runtime_env: {{py_executable: {}}}\n{extra}",
+        repo().join("tests/python/models").join(file).display(),
+        python().display()
+    )
+}
+
+/// A config file's `deployments:` with these entries.
+pub fn config(deployments: &[String]) -> String {
+    format!("deployments:\n{}", deployments.concat())
+}
+
+/// The worker pid a test model put in its answer.
+pub fn pid_of(body: &serde_json::Value) -> u32 {
+    body["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no pid in {body}"))
+}
+
 /// A running `ferroserve serve`, killed when dropped; its stderr goes to `log`.
 pub struct Server {
     pub child: Child,
