@@ -275,8 +275,8 @@ impl Handle {
         payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
-        self.entry(name)?;
-        self.call(name, payload, ctx).await
+        let entry = self.entry(name)?;
+        self.call_entry(entry, name, payload, ctx).await
     }
 
     /// [`infer`](Handle::infer) on any deployment, internal ones included: the path of calls
@@ -286,9 +286,19 @@ impl Handle {
         &self,
         name: &str,
         payload: Payload,
-        mut ctx: RequestContext,
+        ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
         let entry = self.any_entry(name)?;
+        self.call_entry(entry, name, payload, ctx).await
+    }
+
+    async fn call_entry(
+        &self,
+        entry: &DeploymentEntry,
+        name: &str,
+        payload: Payload,
+        mut ctx: RequestContext,
+    ) -> Result<Prediction, InferError> {
         if ctx.handle.is_none() {
             ctx.handle = Some(self.clone());
         }

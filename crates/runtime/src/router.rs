@@ -250,21 +250,16 @@ impl Router {
         F: FnOnce(Arc<dyn Replica>, RequestContext, Permit) -> Fut,
         Fut: std::future::Future<Output = Result<T, InferError>>,
     {
-        // The deployment's own limit, or the caller's deadline if that comes first.
-        let limit = self.inner.limits.load().request_timeout;
-        let timeout = match ctx.deadline {
-            None => limit,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(limit.map_or(left, |l| l.min(left)))
-            }
+        // The deployment's own limit, or the caller's deadline if that comes first; calls the
+        // model makes for this request inherit the end of it.
+        let now = Instant::now();
+        let limit = self.inner.limits.load().request_timeout.map(|t| now + t);
+        let end = match (ctx.deadline, limit) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
         };
-        // Calls the model makes for this request inherit its deadline.
         let mut ctx = ctx;
-        if let Some(t) = timeout {
-            let end = Instant::now() + t;
-            ctx.deadline = Some(ctx.deadline.map_or(end, |d| d.min(end)));
-        }
+        ctx.deadline = end;
         let work = async {
             let queued_at = Instant::now();
             // Only live replicas hand out permits (`ReplicaSlot::try_take`).
@@ -278,15 +273,14 @@ impl Router {
             self.inner.stats.computed(started.elapsed());
             result
         };
-        let Some(t) = timeout else {
+        let Some(end) = end else {
             return work.await;
         };
         let timed_out = || InferError::Timeout {
             name: self.inner.name.clone(),
-            after: t,
+            after: end.saturating_duration_since(now),
         };
-        let end = Instant::now() + t;
-        match tokio::time::timeout(t, work).await {
+        match tokio::time::timeout_at(end.into(), work).await {
             Err(_) => Err(timed_out()),
             // A call made for this request ran out of the time it inherited: this request's
             // own timeout, whichever of the two fired first.
