@@ -9,6 +9,7 @@
 
 mod calls;
 pub mod frame;
+mod socket;
 mod worker;
 
 use std::collections::BTreeMap;

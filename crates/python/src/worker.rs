@@ -31,7 +31,6 @@ use ferroserve_runtime::{
 };
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, BufWriter};
 use tokio::net::UnixListener;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -40,6 +39,7 @@ use crate::calls::{Call, Calls, Outbox};
 use crate::frame::{
     FromWorker, ToWorker, WireInfo, WireRequest, WireTensor, read_frame, write_frame,
 };
+use crate::socket;
 
 /// How long a new worker may take to connect (interpreter start-up and imports).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -384,7 +384,13 @@ pub(crate) async fn start(
     drop(listener);
     start.loading();
 
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = match socket::split(stream) {
+        Ok(halves) => halves,
+        Err(e) => {
+            shared.kill.notify_one();
+            return Err(format!("cannot set up the worker's socket: {e}"));
+        }
+    };
     let mut reader = BufReader::with_capacity(1 << 16, read_half);
     // The first frame says whether load() worked.
     let (info, concurrent) = match read_frame(&mut reader).await {
@@ -550,7 +556,7 @@ async fn log_lines(
 }
 
 async fn write_loop(
-    write_half: OwnedWriteHalf,
+    write_half: socket::WriteHalf,
     mut frames: mpsc::UnboundedReceiver<(Vec<u8>, Vec<Bytes>)>,
     shared: Arc<Shared>,
 ) {
@@ -580,7 +586,7 @@ struct HeaderId {
 }
 
 async fn read_loop(
-    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut reader: BufReader<socket::ReadHalf>,
     shared: Arc<Shared>,
     status: oneshot::Receiver<String>,
     out: Outbox,
