@@ -2,6 +2,7 @@
 request/response types, Ray Serve's `deployment` decorator, and `ModelServer` that serves them
 with the ferroserve binary, each replica a worker process."""
 
+from .batching import batch
 from .deployment import Application, deployment
 from .errors import DeploymentUnavailableError, InferenceError, InvalidInput, ModelNotReady, ServerNotReady
 from .handle import DeploymentHandle, DeploymentResponse, get_deployment_handle
@@ -24,6 +25,7 @@ __all__ = [
     "ModelNotReady",
     "ModelServer",
     "ServerNotReady",
+    "batch",
     "deployment",
     "get_deployment_handle",
     "serve",
@@ -33,8 +35,9 @@ __version__ = "0.1.0"
 
 class _Serve:
     """`from ferroserve import serve`: Ray Serve's spelling (`@serve.deployment(...)`,
-    `serve.run(app)`, `serve.get_deployment_handle(name)`)."""
+    `@serve.batch`, `serve.run(app)`, `serve.get_deployment_handle(name)`)."""
 
+    batch = staticmethod(batch)
     deployment = staticmethod(deployment)
     get_deployment_handle = staticmethod(get_deployment_handle)
 

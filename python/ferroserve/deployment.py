@@ -29,6 +29,10 @@ OPTIONS = (
     "graceful_shutdown_timeout_s",
     "request_timeout_s",
     "user_config",
+    "max_batch_size",
+    "batch_wait_timeout_s",
+    "preferred_batch_sizes",
+    "max_concurrent_batches",
     "runtime_env",
     "exposed",  # an application's deployment other than the ingress that clients reach too
 )

@@ -14,12 +14,14 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import handle as _handles
+from . import batching as _batching
 from .deployment import Application
 from .loader import load_class
 from .protocol import read_frame, write_frame
@@ -309,6 +311,22 @@ def _pipeline(model):
     return steps
 
 
+def _batch_steps(steps):
+    """(steps before, the `@serve.batch` handler, steps after) when the pipeline has one."""
+    for k, (fn, _) in enumerate(steps):
+        if _batching.batched_handler(fn) is not None:
+            return steps[:k], fn, steps[k + 1 :]
+    return None
+
+
+async def _run_steps(steps, z, headers):
+    for fn, is_async in steps:
+        z = fn(z, headers)
+        if is_async or inspect.isawaitable(z):
+            z = await z
+    return z
+
+
 def _with_optional_headers(fn):
     """`fn(payload, headers)` for a handler that may take the payload alone."""
     try:
@@ -390,6 +408,7 @@ class Worker:
         self.writer = writer
         self.steps = _pipeline(model)
         self.concurrent = any(is_async for _, is_async in self.steps)
+        self.batch_steps = _batch_steps(self.steps)
         self.tasks = {}  # async model: request id -> task
         self.backlog = collections.OrderedDict()  # sync model: id -> frame, not started yet
         threadpool = os.environ.get("FERROSERVE_RUN_SYNC_IN_THREADPOOL", "") not in ("", "0")
@@ -459,7 +478,9 @@ class Worker:
         await self._send_answer(*answer)
 
     async def _run_async(self, header, payload):
-        """The answer frame of an `infer` (the pipeline) or a `method` frame."""
+        """The answer frame of an `infer` (the pipeline), a `batch` or a `method` frame."""
+        if header["type"] == "batch":
+            return await self._run_batch(header, payload)
         if header["type"] == "method":
             fn, args, kwargs = self._method(header, payload)
             return self._method_result(header["id"], await _maybe_await(fn(*args, **kwargs)))
@@ -471,11 +492,74 @@ class Worker:
                 z = await z
         return self._result(header, z)
 
+    async def _run_batch(self, header, payload):
+        """A `batch` frame: each request's steps before the `@serve.batch` handler, the handler
+        once with the list, each request's steps after it. A request failing alone (in its
+        preprocess, say) gets its own error; the handler failing fails the whole batch."""
+        v2 = header["protocol"] == "v2"
+        if v2:
+            items = [_request_from({"request": r}, payload, self.name) for r in header["requests"]]
+        else:
+            items = list(header["bodies"])
+        n = len(items)
+        headers = header.get("headers") or [{}] * n
+        errors = [None] * n
+        before, handler, after = self.batch_steps
+        for k in range(n):
+            try:
+                items[k] = await _run_steps(before, items[k], headers[k])
+            except Exception as e:  # noqa: BLE001 - this request's own error
+                errors[k] = e
+        live = [k for k in range(n) if errors[k] is None]
+        if live:
+            out = handler.batch([items[k] for k in live], [headers[k] for k in live])
+            if inspect.isawaitable(out):
+                out = await out
+            if not isinstance(out, (list, tuple)) or len(out) != len(live):
+                got = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+                raise TypeError(
+                    f"the @serve.batch handler returned {got} results for a batch of {len(live)} requests; "
+                    "it must return a list with one result per request"
+                )
+            for k, z in zip(live, out):
+                items[k] = z
+        results, parts, offset = [], [], 0
+        for k in range(n):
+            if errors[k] is None:
+                try:
+                    z = await _run_steps(after, items[k], headers[k])
+                    if v2:
+                        response, raw = _encode_response(z, self.name)
+                        for o in response["outputs"]:
+                            o["offset"] += offset
+                        offset += sum(memoryview(p).nbytes for p in raw)
+                        parts.extend(raw)
+                        results.append({"response": response})
+                    else:
+                        if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
+                            raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
+                        results.append({"body": z})
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    errors[k] = e
+            results.append({"error": {"kind": _error_kind(errors[k]), "message": _error_message(errors[k])}})
+        return {"type": "batch_result", "id": header["id"], "results": results}, parts
+
+    def _send_batch_config(self, **options):
+        """Tells ferroserve the model changed its batching (`set_max_batch_size`, ...)."""
+        frame = {"type": "batch_config", **options}
+        if threading.get_ident() == self.thread:
+            write_frame(self.writer, frame)
+        else:
+            self.loop.call_soon_threadsafe(write_frame, self.writer, frame)
+
     def _compute_sync(self, header, payload, loop):
         """On the predict thread: the whole pipeline, returning the answer frame."""
         headers = header.get("headers") or {}
         _handles.current_request.set(header["id"])
         try:
+            if header["type"] == "batch":  # batches run on the loop
+                return asyncio.run_coroutine_threadsafe(self._run_batch(header, payload), loop).result()
             if header["type"] == "method":
                 fn, args, kwargs = self._method(header, payload)
                 value = fn(*args, **kwargs)
@@ -599,7 +683,9 @@ class Worker:
 
     async def serve(self):
         self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
         _handles._set_channel(self)
+        _batching._notify = self._send_batch_config
         try:
             while True:
                 if self.backlog and self.executor is None:
@@ -614,7 +700,7 @@ class Worker:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return  # ferroserve closed the socket: stop
                 kind = header.get("type")
-                if kind in ("infer", "method"):
+                if kind in ("infer", "method", "batch"):
                     if self.concurrent:
                         self.tasks[header["id"]] = asyncio.ensure_future(self.infer_async(header, payload))
                     else:
@@ -639,11 +725,15 @@ class Worker:
 def _info(model):
     """What `ready` says about the model. Its signatures are optional metadata: an invalid one
     is reported in one line on stderr and the model is served without it."""
-    return {
+    info = {
         "platform": "python",
         "inputs": _signatures(model, "get_input_types"),
         "outputs": _signatures(model, "get_output_types"),
     }
+    steps = _batch_steps(_pipeline(model))
+    if steps is not None:
+        info["batch"] = _batching.batched_handler(steps[1]).options()
+    return info
 
 
 def _signatures(model, method):

@@ -96,6 +96,41 @@ pub struct WireInfo {
     /// Output signatures (`TensorMetadata` as JSON).
     #[serde(default)]
     pub outputs: Vec<serde_json::Value>,
+    /// The model's `@serve.batch` options, when its predict handler batches lists.
+    #[serde(default)]
+    pub batch: Option<WireBatch>,
+}
+
+/// A `@serve.batch` handler's options.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireBatch {
+    /// Most requests per batch.
+    pub max_batch_size: usize,
+    /// Seconds a batch waits after its first request.
+    pub batch_wait_timeout_s: f64,
+}
+
+/// One request's answer in a `batch_result`: a V2 response, a V1 body, or an error.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireAnswer {
+    /// V2 answer (tensor offsets into the frame's payload).
+    #[serde(default)]
+    pub response: Option<WireResponse>,
+    /// V1 answer.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Why this request failed.
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// An error in a `batch_result`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireError {
+    /// `invalid_input`, `unavailable` or `internal`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
 }
 
 /// Messages to a worker.
@@ -116,6 +151,21 @@ pub enum ToWorker<'a> {
         body: Option<&'a serde_json::Value>,
         /// Request headers.
         headers: HashMap<&'a str, &'a str>,
+    },
+    /// Run a batch of requests through the model's `@serve.batch` handler, as one list.
+    Batch {
+        /// Pairs the reply.
+        id: u64,
+        /// `v1` or `v2`.
+        protocol: &'static str,
+        /// The V2 requests (tensor offsets into the one payload).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requests: Option<Vec<WireRequest>>,
+        /// The V1 bodies.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bodies: Option<Vec<&'a serde_json::Value>>,
+        /// Each request's headers.
+        headers: Vec<HashMap<&'a str, &'a str>>,
     },
     /// Check health.
     Health {
@@ -246,6 +296,22 @@ pub enum FromWorker {
     Cancelled {
         /// The request.
         id: u64,
+    },
+    /// The answers to a `batch`, one per request, in order.
+    BatchResult {
+        /// The batch.
+        id: u64,
+        /// One per request.
+        results: Vec<WireAnswer>,
+    },
+    /// The model changed its batching (`set_max_batch_size`, `set_batch_wait_timeout_s`).
+    BatchConfig {
+        /// New most requests per batch.
+        #[serde(default)]
+        max_batch_size: Option<usize>,
+        /// New wait, in seconds.
+        #[serde(default)]
+        batch_wait_timeout_s: Option<f64>,
     },
     /// Reconfigure answer.
     Reconfigured {

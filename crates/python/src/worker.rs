@@ -26,8 +26,8 @@ use ferroserve_protocol::Tensor;
 use ferroserve_protocol::v2::InferResponse;
 use ferroserve_runtime::protocol::v2::TensorMetadata;
 use ferroserve_runtime::{
-    InferError, Liveness, ModelInfo, Payload, Permit, Prediction, Replica, ReplicaStart,
-    RequestContext,
+    BatchConfig, InferError, Liveness, ModelInfo, Payload, Permit, Prediction, Replica,
+    ReplicaStart, RequestContext,
 };
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, BufWriter};
 use tokio::net::UnixListener;
@@ -145,6 +145,8 @@ enum Reply {
     MethodResult(Bytes),
     /// The worker dropped the request after its caller left.
     Cancelled,
+    /// A batch's answers, one per request, and the payload their tensors lie in.
+    Batch(Vec<crate::frame::WireAnswer>, Bytes),
 }
 
 struct Pending {
@@ -424,6 +426,22 @@ pub(crate) async fn start(
     };
 
     shared.concurrent.store(concurrent, Ordering::Relaxed);
+    if let Some(b) = &info.batch {
+        // The model's predict is a `@serve.batch` handler: batches cross as lists.
+        match BatchConfig::from_options(
+            Some(b.max_batch_size),
+            Some(b.batch_wait_timeout_s),
+            None,
+            None,
+        ) {
+            Ok(Some(config)) => start.batching().set_list(config),
+            Ok(None) => {}
+            Err(e) => {
+                shared.kill.notify_one();
+                return Err(format!("the model's @serve.batch options are invalid: {e}"));
+            }
+        }
+    }
     let info = model_info(info, &start.replica_id);
     guard.armed = false;
     let (out, out_rx) = mpsc::unbounded_channel();
@@ -447,6 +465,34 @@ pub(crate) async fn start(
         exited,
         _dir: dir,
     }))
+}
+
+/// A V2 request as a frame's header part; its tensors are appended to `parts`, their offsets
+/// counted from the payload's start (so several requests can share one payload).
+fn wire_request(
+    req: &ferroserve_protocol::v2::InferRequest,
+    parts: &mut Vec<Bytes>,
+) -> WireRequest {
+    let mut offset: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for t in &req.inputs {
+        inputs.push(WireTensor {
+            name: t.name.clone(),
+            datatype: t.datatype,
+            shape: t.shape.clone(),
+            parameters: t.parameters.clone(),
+            offset,
+            length: t.data.len() as u64,
+        });
+        offset += t.data.len() as u64;
+        parts.push(t.data.clone());
+    }
+    WireRequest {
+        id: req.id.clone(),
+        parameters: req.parameters.clone(),
+        inputs,
+        outputs: req.outputs.clone(),
+    }
 }
 
 /// The error of a failed `load()`: one line for clients (`load() raised Error: message`), then
@@ -618,6 +664,17 @@ async fn read_loop(
             Ok(FromWorker::Reconfigured { id, error }) => (id, Reply::Reconfigured(error)),
             Ok(FromWorker::Cancelled { id }) => (id, Reply::Cancelled),
             Ok(FromWorker::MethodResult { id }) => (id, Reply::MethodResult(payload)),
+            Ok(FromWorker::BatchResult { id, results }) => (id, Reply::Batch(results, payload)),
+            Ok(FromWorker::BatchConfig {
+                max_batch_size,
+                batch_wait_timeout_s,
+            }) => {
+                let wait = batch_wait_timeout_s
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                    .map(Duration::from_secs_f64);
+                start.batching().adjust(max_batch_size, wait);
+                continue;
+            }
             Ok(FromWorker::Call {
                 id,
                 target,
@@ -665,7 +722,7 @@ async fn read_loop(
         };
         let done = matches!(
             reply,
-            Reply::Result(..) | Reply::Error(..) | Reply::MethodResult(_)
+            Reply::Result(..) | Reply::Error(..) | Reply::MethodResult(_) | Reply::Batch(..)
         );
         let pending = shared.lock_pending().remove(&id);
         if let Some(p) = pending {
@@ -874,31 +931,11 @@ impl Replica for WorkerReplica {
             .collect();
         let (header, parts, v2) = match &payload {
             Payload::V2(req) => {
-                let mut offset = 0u64;
-                let mut inputs = Vec::with_capacity(req.inputs.len());
                 let mut parts = Vec::with_capacity(req.inputs.len());
-                for t in &req.inputs {
-                    inputs.push(WireTensor {
-                        name: t.name.clone(),
-                        datatype: t.datatype,
-                        shape: t.shape.clone(),
-                        parameters: t.parameters.clone(),
-                        offset,
-                        length: t.data.len() as u64,
-                    });
-                    offset += t.data.len() as u64;
-                    parts.push(t.data.clone());
-                }
-                let request = WireRequest {
-                    id: req.id.clone(),
-                    parameters: req.parameters.clone(),
-                    inputs,
-                    outputs: req.outputs.clone(),
-                };
                 let msg = ToWorker::Infer {
                     id,
                     protocol: "v2",
-                    request: Some(request),
+                    request: Some(wire_request(req, &mut parts)),
                     body: None,
                     headers,
                 };
@@ -926,9 +963,73 @@ impl Replica for WorkerReplica {
             )),
             Reply::Error(kind, message) => Err(error_of(&kind, message)),
             Reply::Cancelled => Err(InferError::Unavailable("the request was cancelled".into())),
-            Reply::Health(_) | Reply::Reconfigured(_) | Reply::MethodResult(_) => {
-                Err(invalid_response("a reply of the wrong kind"))
+            Reply::Health(_)
+            | Reply::Reconfigured(_)
+            | Reply::MethodResult(_)
+            | Reply::Batch(..) => Err(invalid_response("a reply of the wrong kind")),
+        }
+    }
+
+    async fn infer_batch(
+        &self,
+        payloads: Vec<Payload>,
+        ctx: RequestContext,
+        permit: Permit,
+    ) -> Result<Vec<Result<Prediction, InferError>>, InferError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let headers: HashMap<&str, &str> = ctx
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let n = payloads.len();
+        let v2 = matches!(payloads.first(), Some(Payload::V2(_)));
+        let mut parts = Vec::new();
+        let mut requests = Vec::with_capacity(n);
+        let mut bodies = Vec::with_capacity(n);
+        for p in &payloads {
+            match p {
+                Payload::V2(req) if v2 => requests.push(wire_request(req, &mut parts)),
+                Payload::V1(body) if !v2 => bodies.push(body),
+                _ => {
+                    return Err(InferError::Internal(
+                        "a batch mixed V1 and V2 requests".into(),
+                    ));
+                }
             }
+        }
+        let msg = ToWorker::Batch {
+            id,
+            protocol: if v2 { "v2" } else { "v1" },
+            requests: v2.then_some(requests),
+            bodies: (!v2).then_some(bodies),
+            // The batch's context is its first request's (see the batcher).
+            headers: vec![headers; n],
+        };
+        let header = encode(&msg)?;
+        drop(payloads);
+        match self
+            .call(id, header, parts, Some(permit), ctx.deadline)
+            .await?
+        {
+            Reply::Batch(answers, payload) => Ok(answers
+                .into_iter()
+                .map(|a| match a {
+                    crate::frame::WireAnswer { error: Some(e), .. } => {
+                        Err(error_of(&e.kind, e.message))
+                    }
+                    crate::frame::WireAnswer {
+                        response: Some(r), ..
+                    } if v2 => response_from(r, &payload).map(Prediction::V2),
+                    crate::frame::WireAnswer { body: Some(b), .. } if !v2 => Ok(Prediction::V1(b)),
+                    _ => Err(invalid_response(
+                        "an answer in the batch does not match its request's protocol",
+                    )),
+                })
+                .collect()),
+            Reply::Error(kind, message) => Err(error_of(&kind, message)),
+            Reply::Cancelled => Err(InferError::Unavailable("the batch was cancelled".into())),
+            _ => Err(invalid_response("a reply of the wrong kind")),
         }
     }
 

@@ -36,6 +36,16 @@ pub struct DeploymentOptions {
     pub request_timeout_s: Option<f64>,
     /// Free-form configuration handed to the model's `reconfigure`, changeable without restart.
     pub user_config: Option<serde_json::Value>,
+    /// Dynamic batching: the most rows (tensor batching) or requests (a Python `@serve.batch`
+    /// method) in one batch. Setting it (or `batch_wait_timeout_s`) turns batching on
+    /// (default 10 when on, as Ray's `@serve.batch`).
+    pub max_batch_size: Option<usize>,
+    /// Seconds a batch waits for more requests after its first (default 0.01 when on).
+    pub batch_wait_timeout_s: Option<f64>,
+    /// Batch sizes to prefer (Triton's): a batch that reaches one leaves without waiting.
+    pub preferred_batch_sizes: Option<Vec<usize>>,
+    /// Batches one replica runs at once (default 1).
+    pub max_concurrent_batches: Option<usize>,
 }
 
 /// Autoscaling options as written.
@@ -103,6 +113,87 @@ pub struct DeploymentConfig {
     pub request_timeout: Option<Duration>,
     /// Handed to `Model::reconfigure`.
     pub user_config: Option<serde_json::Value>,
+    /// Dynamic batching, when on.
+    pub batching: Option<BatchConfig>,
+}
+
+/// Validated batching options (see `batcher.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchConfig {
+    /// Most rows (or requests, for list batching) in one batch.
+    pub max_batch_size: usize,
+    /// How long a forming batch waits after its first request.
+    pub batch_wait_timeout: Duration,
+    /// Sizes at which a batch leaves at once, ascending.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Batches one replica runs at once.
+    pub max_concurrent_batches: usize,
+}
+
+/// Ray's `@serve.batch` defaults.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 10;
+/// Ray's `@serve.batch` default wait, in seconds.
+pub const DEFAULT_BATCH_WAIT_TIMEOUT_S: f64 = 0.01;
+
+impl BatchConfig {
+    /// Checks batching options; `None` when batching is off (neither `max_batch_size` nor
+    /// `batch_wait_timeout_s` given).
+    pub fn from_options(
+        max_batch_size: Option<usize>,
+        batch_wait_timeout_s: Option<f64>,
+        preferred_batch_sizes: Option<&[usize]>,
+        max_concurrent_batches: Option<usize>,
+    ) -> Result<Option<Self>, ConfigError> {
+        if max_batch_size.is_none() && batch_wait_timeout_s.is_none() {
+            for (field, set) in [
+                ("preferred_batch_sizes", preferred_batch_sizes.is_some()),
+                ("max_concurrent_batches", max_concurrent_batches.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field,
+                        "applies only with batching on: set max_batch_size too",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        let max_batch_size = max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE);
+        if max_batch_size == 0 {
+            return Err(invalid("max_batch_size", "must be at least 1"));
+        }
+        let batch_wait_timeout = seconds(
+            "batch_wait_timeout_s",
+            batch_wait_timeout_s,
+            DEFAULT_BATCH_WAIT_TIMEOUT_S,
+            true,
+        )?;
+        let mut preferred = preferred_batch_sizes.unwrap_or_default().to_vec();
+        if let Some(&bad) = preferred.iter().find(|&&n| n == 0 || n > max_batch_size) {
+            return Err(invalid(
+                "preferred_batch_sizes",
+                format!("{bad} is outside 1..={max_batch_size} (max_batch_size)"),
+            ));
+        }
+        preferred.sort_unstable();
+        preferred.dedup();
+        let max_concurrent_batches = max_concurrent_batches.unwrap_or(1);
+        if max_concurrent_batches == 0 {
+            return Err(invalid("max_concurrent_batches", "must be at least 1"));
+        }
+        Ok(Some(BatchConfig {
+            max_batch_size,
+            batch_wait_timeout,
+            preferred_batch_sizes: preferred,
+            max_concurrent_batches,
+        }))
+    }
+
+    /// The requests a replica must be allowed to hold to fill its batches.
+    pub fn capacity(&self) -> usize {
+        self.max_batch_size
+            .saturating_mul(self.max_concurrent_batches)
+    }
 }
 
 /// Validated autoscaling options.
@@ -155,11 +246,32 @@ fn seconds(
 impl DeploymentOptions {
     /// Applies defaults and checks every option; the error names the field.
     pub fn validate(&self) -> Result<DeploymentConfig, ConfigError> {
-        let max_ongoing_requests = self
-            .max_ongoing_requests
-            .unwrap_or(DEFAULT_MAX_ONGOING_REQUESTS);
+        let batching = BatchConfig::from_options(
+            self.max_batch_size,
+            self.batch_wait_timeout_s,
+            self.preferred_batch_sizes.as_deref(),
+            self.max_concurrent_batches,
+        )?;
+        // With batching on, the default lets a replica hold full batches.
+        let max_ongoing_requests = self.max_ongoing_requests.unwrap_or_else(|| {
+            batching
+                .as_ref()
+                .map_or(DEFAULT_MAX_ONGOING_REQUESTS, BatchConfig::capacity)
+        });
         if max_ongoing_requests == 0 {
             return Err(invalid("max_ongoing_requests", "must be at least 1"));
+        }
+        if let Some(b) = &batching
+            && max_ongoing_requests < b.max_batch_size
+        {
+            return Err(invalid(
+                "max_ongoing_requests",
+                format!(
+                    "{max_ongoing_requests} is below max_batch_size ({}): a replica never holds more than {max_ongoing_requests} requests, so its batches could never fill; raise max_ongoing_requests to at least {} (max_batch_size x max_concurrent_batches) or leave it unset",
+                    b.max_batch_size,
+                    b.capacity()
+                ),
+            ));
         }
         let max_queued_requests = match self.max_queued_requests {
             None => Some(DEFAULT_MAX_QUEUED_REQUESTS),
@@ -230,6 +342,7 @@ impl DeploymentOptions {
             graceful_shutdown_timeout,
             request_timeout,
             user_config: self.user_config.clone(),
+            batching,
         })
     }
 }
@@ -317,6 +430,19 @@ mod tests {
         assert_eq!(c.health_check_timeout, Duration::from_secs(30));
         assert_eq!(c.graceful_shutdown_timeout, Duration::from_secs(20));
         assert_eq!(c.request_timeout, None);
+        assert_eq!(c.batching, None);
+        let b = DeploymentOptions {
+            batch_wait_timeout_s: Some(0.005),
+            max_concurrent_batches: Some(2),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let batching = b.batching.unwrap();
+        assert_eq!(batching.max_batch_size, 10);
+        assert_eq!(batching.batch_wait_timeout, Duration::from_millis(5));
+        // Unset, max_ongoing_requests makes room for full batches.
+        assert_eq!(b.max_ongoing_requests, 20);
         let a = AutoscalingOptions::default().validate().unwrap();
         assert_eq!(
             (a.min_replicas, a.max_replicas, a.initial_replicas),
@@ -380,6 +506,29 @@ mod tests {
                 ..Default::default()
             }),
             "autoscaling_config.target_ongoing_requests"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                max_batch_size: Some(32),
+                max_ongoing_requests: Some(8),
+                ..Default::default()
+            }),
+            "max_ongoing_requests"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                max_batch_size: Some(8),
+                preferred_batch_sizes: Some(vec![4, 16]),
+                ..Default::default()
+            }),
+            "preferred_batch_sizes"
+        );
+        assert_eq!(
+            field(DeploymentOptions {
+                max_concurrent_batches: Some(2),
+                ..Default::default()
+            }),
+            "max_concurrent_batches"
         );
         // Regression: a timeout below a nanosecond became a zero interval and panicked the
         // Python watchdog.

@@ -18,13 +18,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::autoscale::{Autoscaler, restart_backoff};
+use crate::batcher::{BatchMetrics, BatchSettings, BatchingReplica};
 use crate::config::{ConfigError, DeploymentConfig};
 use crate::deployment::Deployment;
 use crate::handle::{DeploymentEntry, Handle, WeakHandle};
 use crate::metrics::{DeploymentMetrics, StageHistograms};
 use crate::replica::{Liveness, Replica, ReplicaBackend, ReplicaStart};
 use crate::router::{Availability, Limits, ReplicaSet, ReplicaSlot, Router};
-use crate::status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
+use crate::status::{
+    AutoscalingStatus, BatchingStatus, DeploymentStatus, ReplicaState, ReplicaStatus,
+};
 use crate::{ModelInfo, RuntimeMetrics};
 
 /// How often each control loop runs.
@@ -248,6 +251,8 @@ struct ReplicaRecord {
     reason: String,
     /// Shared with the replica (which marks itself dead) and its router slot.
     liveness: Arc<Liveness>,
+    /// Shared with the replica's backend and its batcher.
+    batching: Arc<BatchSettings>,
     slot: Option<Arc<ReplicaSlot>>,
     since: Instant,
     drain_deadline: Instant,
@@ -369,12 +374,19 @@ impl Actor {
                 let max = self.config.max_ongoing_requests;
                 let period = self.config.health_check_period;
                 let events = self.events.clone();
+                let batch_metrics = self.batch_metrics();
                 let Some(r) = self.replicas.iter_mut().find(|r| r.id == id) else {
                     // Cancelled while starting: the replica is dropped (and so stopped) here.
                     return;
                 };
                 tracing::info!(deployment = %self.name, replica = %id, "replica running");
                 self.info = Some(replica.info());
+                let replica = if r.batching.current().is_some() {
+                    BatchingReplica::wrap(replica, r.batching.clone(), batch_metrics)
+                } else {
+                    replica
+                };
+                let max = slot_capacity(max, &r.batching, &self.name, Some(&id));
                 self.ever_ready = true;
                 self.last_start_failed = false;
                 let mut died = replica.died();
@@ -515,6 +527,7 @@ impl Actor {
         self.next_no += 1;
         let now = Instant::now();
         let liveness = Arc::new(Liveness::default());
+        let batching = Arc::new(BatchSettings::new(self.config.batching.clone()));
         let events = self.events.clone();
         let loading_id = id.clone();
         let start = ReplicaStart {
@@ -530,6 +543,7 @@ impl Actor {
             }),
             liveness: liveness.clone(),
             handle: self.handle.clone(),
+            batching: batching.clone(),
         };
         let backend = self.backend.clone();
         let events = self.events.clone();
@@ -548,6 +562,7 @@ impl Actor {
             state: ReplicaState::Starting,
             reason: "constructing the model".into(),
             liveness,
+            batching,
             slot: None,
             since: now,
             drain_deadline: now,
@@ -694,9 +709,24 @@ impl Actor {
         });
     }
 
+    fn batch_metrics(&self) -> BatchMetrics {
+        BatchMetrics {
+            size: self.metrics.batch_size.clone(),
+            wait: self.metrics.batch_wait.clone(),
+            batches: self.metrics.batches.clone(),
+            counters: self.router.batch_counters(),
+        }
+    }
+
     /// Applies a new definition.
     fn update(&mut self, d: Deployment, config: DeploymentConfig) {
-        let restart = !Arc::ptr_eq(&self.backend, &d.backend);
+        // Turning batching on needs a batcher in front of each replica: new replicas. Other
+        // batching changes apply in place.
+        let restart = !Arc::ptr_eq(&self.backend, &d.backend)
+            || (config.batching.is_some() && self.config.batching.is_none());
+        for r in &self.replicas {
+            r.batching.replace(config.batching.clone());
+        }
         tracing::info!(deployment = %self.name, restart, "deployment updated");
         self.router.set_limits(Limits {
             max_queued: config.max_queued_requests,
@@ -705,7 +735,7 @@ impl Actor {
         for r in &self.replicas {
             if let Some(s) = &r.slot {
                 s.max_ongoing.store(
-                    config.max_ongoing_requests,
+                    slot_capacity(config.max_ongoing_requests, &r.batching, &self.name, None),
                     std::sync::atomic::Ordering::Relaxed,
                 );
             }
@@ -831,6 +861,19 @@ impl Actor {
                 target_ongoing_requests: a.config().target_ongoing_requests,
                 average_load: a.average_load(),
             }),
+            batching: self
+                .replicas
+                .iter()
+                .find(|r| r.state == ReplicaState::Running)
+                .and_then(|r| Some((r.batching.current()?, r.batching.is_list())))
+                .or_else(|| Some((Arc::new(self.config.batching.clone()?), false)))
+                .map(|(c, list)| BatchingStatus {
+                    kind: if list { "list" } else { "tensor" }.to_owned(),
+                    max_batch_size: c.max_batch_size,
+                    batch_wait_timeout_s: c.batch_wait_timeout.as_secs_f64(),
+                    preferred_batch_sizes: c.preferred_batch_sizes.clone(),
+                    max_concurrent_batches: c.max_concurrent_batches,
+                }),
             ongoing_requests: ongoing,
             queued_requests: self.router.queued(),
             restarts: self.restarts,
@@ -838,6 +881,33 @@ impl Actor {
             replicas,
         };
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}
+
+/// A replica's `max_ongoing_requests`: the deployment's, raised to fit full batches when the
+/// model declared list batching itself (`@serve.batch`), which the deployment's options could
+/// not check (they refuse a limit below `max_batch_size` set beside them).
+fn slot_capacity(
+    max_ongoing: usize,
+    batching: &BatchSettings,
+    deployment: &str,
+    replica: Option<&str>,
+) -> usize {
+    match batching.current() {
+        Some(c) if batching.is_list() && max_ongoing < c.max_batch_size => {
+            if let Some(replica) = replica {
+                tracing::warn!(
+                    deployment,
+                    replica,
+                    max_ongoing_requests = max_ongoing,
+                    max_batch_size = c.max_batch_size,
+                    "max_ongoing_requests is below the model's @serve.batch max_batch_size: raised to {} so that batches can fill",
+                    c.capacity()
+                );
+            }
+            c.capacity()
+        }
+        _ => max_ongoing,
     }
 }
 

@@ -120,6 +120,30 @@ impl Deployment {
         self
     }
 
+    /// Turns dynamic batching on: at most `n` rows per batch (see `batcher.rs`).
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.options.max_batch_size = Some(n);
+        self
+    }
+
+    /// How long a forming batch waits after its first request, in seconds (default 0.01).
+    pub fn batch_wait_timeout_s(mut self, s: f64) -> Self {
+        self.options.batch_wait_timeout_s = Some(s);
+        self
+    }
+
+    /// Batch sizes at which a batch leaves without waiting (Triton's).
+    pub fn preferred_batch_sizes(mut self, sizes: Vec<usize>) -> Self {
+        self.options.preferred_batch_sizes = Some(sizes);
+        self
+    }
+
+    /// Batches one replica runs at once (default 1).
+    pub fn max_concurrent_batches(mut self, n: usize) -> Self {
+        self.options.max_concurrent_batches = Some(n);
+        self
+    }
+
     /// Configuration handed to the model's `reconfigure`.
     pub fn user_config(mut self, v: serde_json::Value) -> Self {
         self.options.user_config = Some(v);

@@ -8,6 +8,7 @@
 //! request path only reads it, so it never waits on the controller.
 
 mod autoscale;
+mod batcher;
 mod builtin;
 pub mod config;
 mod controller;
@@ -22,8 +23,11 @@ mod router;
 mod stats;
 mod status;
 
+pub use batcher::BatchSettings;
 pub use builtin::Identity;
-pub use config::{AutoscalingOptions, ConfigError, DeploymentConfig, DeploymentOptions};
+pub use config::{
+    AutoscalingOptions, BatchConfig, ConfigError, DeploymentConfig, DeploymentOptions,
+};
 pub use controller::{Controller, ControllerError};
 pub use deployment::{Deployment, factory};
 pub use error::{InferError, ModelError};
@@ -33,6 +37,8 @@ pub use model::{Model, ModelInfo, Payload, Prediction, RequestContext};
 pub use replica::{Liveness, LocalBackend, ModelFactory, Replica, ReplicaBackend, ReplicaStart};
 pub use router::Permit;
 pub use stats::{DurationStat, ModelStatistics};
-pub use status::{AutoscalingStatus, DeploymentStatus, ReplicaState, ReplicaStatus};
+pub use status::{
+    AutoscalingStatus, BatchingStatus, DeploymentStatus, ReplicaState, ReplicaStatus,
+};
 
 pub use ferroserve_protocol as protocol;

@@ -124,7 +124,15 @@ pub(crate) struct DeploymentFamilies {
     target: Family<DeploymentLabel, Gauge>,
     deaths: Family<DeploymentLabel, Counter>,
     held_at_death: Family<DeploymentLabel, Counter>,
+    batch_size: Family<DeploymentLabel, Histogram>,
+    batch_wait: Family<DeploymentLabel, Histogram>,
+    batches: Family<DeploymentLabel, Counter>,
 }
+
+/// Buckets of the batch-size histogram: powers of two up to 1024.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// The metrics of one deployment, resolved once.
 #[derive(Clone)]
@@ -139,6 +147,12 @@ pub(crate) struct DeploymentMetrics {
     pub(crate) target: Gauge,
     pub(crate) deaths: Counter,
     pub(crate) held_at_death: Counter,
+    /// Rows (or requests, list batching) per batch.
+    pub(crate) batch_size: Histogram,
+    /// Time each request waited for its batch to form.
+    pub(crate) batch_wait: Histogram,
+    /// Batches executed.
+    pub(crate) batches: Counter,
 }
 
 impl DeploymentMetrics {
@@ -168,7 +182,29 @@ impl DeploymentFamilies {
             target: Family::default(),
             deaths: Family::default(),
             held_at_death: Family::default(),
+            batch_size: Family::new_with_constructor(|| {
+                Histogram::new(BATCH_SIZE_BUCKETS.iter().copied())
+            }),
+            batch_wait: Family::new_with_constructor(|| {
+                Histogram::new(LATENCY_BUCKETS.iter().copied())
+            }),
+            batches: Family::default(),
         };
+        registry.register(
+            "ferroserve_deployment_batch_size",
+            "Rows in each batch a deployment ran (requests, for a list-batching Python model)",
+            f.batch_size.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_batch_wait_seconds",
+            "Time requests waited for their batch to form",
+            f.batch_wait.clone(),
+        );
+        registry.register(
+            "ferroserve_deployment_batches",
+            "Batches a deployment ran",
+            f.batches.clone(),
+        );
         registry.register(
             "ferroserve_deployment_replicas",
             "Replicas of a deployment by state",
@@ -232,6 +268,9 @@ impl DeploymentFamilies {
             target: self.target.get_or_create(&label).clone(),
             deaths: self.deaths.get_or_create(&label).clone(),
             held_at_death: self.held_at_death.get_or_create(&label).clone(),
+            batch_size: self.batch_size.get_or_create(&label).clone(),
+            batch_wait: self.batch_wait.get_or_create(&label).clone(),
+            batches: self.batches.get_or_create(&label).clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::batcher::BatchSettings;
 use crate::handle::{Handle, WeakHandle};
 use crate::metrics::StageHistograms;
 use crate::router::Permit;
@@ -50,6 +51,20 @@ pub trait Replica: Send + Sync + 'static {
         Err(InferError::InvalidInput(format!(
             "this deployment has no method '{method}' to call: method calls are between Python deployments"
         )))
+    }
+
+    /// Runs a batch of requests as one list (Ray's `@serve.batch`): one answer per payload, in
+    /// order. Holds `permit` (the batch's joined permits) as [`infer`](Replica::infer) does.
+    /// Only replicas that declare list batching ([`BatchSettings::set_list`]) receive it.
+    async fn infer_batch(
+        &self,
+        _payloads: Vec<Payload>,
+        _ctx: RequestContext,
+        _permit: Permit,
+    ) -> Result<Vec<Result<Prediction, InferError>>, InferError> {
+        Err(InferError::Internal(
+            "this replica cannot take a batch as a list".into(),
+        ))
     }
 
     /// Checks the replica's health; `Err` says why it is unhealthy.
@@ -138,6 +153,8 @@ pub struct ReplicaStart {
     pub(crate) liveness: Arc<Liveness>,
     /// The server's deployments, set once they all exist.
     pub(crate) handle: Arc<std::sync::OnceLock<WeakHandle>>,
+    /// The replica's batching options, which its backend may declare or change.
+    pub(crate) batching: Arc<BatchSettings>,
 }
 
 impl std::fmt::Debug for ReplicaStart {
@@ -164,6 +181,13 @@ impl ReplicaStart {
     /// The replica's liveness: mark it dead the moment the replica is known to have died.
     pub fn liveness(&self) -> Arc<Liveness> {
         self.liveness.clone()
+    }
+
+    /// The replica's batching options: a backend whose model batches lists itself declares it
+    /// here ([`BatchSettings::set_list`]) before the replica is running, and may change the
+    /// size and wait later ([`BatchSettings::adjust`]).
+    pub fn batching(&self) -> Arc<BatchSettings> {
+        self.batching.clone()
     }
 }
 

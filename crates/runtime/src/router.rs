@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::DeploymentMetrics;
 use crate::replica::{Liveness, Replica};
-use crate::stats::{ModelStatistics, StatsRecorder};
+use crate::stats::{BatchCounters, ModelStatistics, StatsRecorder};
 use crate::{InferError, ModelInfo, Payload, Prediction, RequestContext};
 
 /// A replica as the router sees it: the replica, its in-flight count and liveness.
@@ -122,6 +122,8 @@ pub(crate) struct Router {
 pub struct Permit {
     slot: Option<Arc<ReplicaSlot>>,
     router: Arc<RouterInner>,
+    /// The permits of the other requests of a batch, released with this one.
+    joined: Vec<Permit>,
 }
 
 impl std::fmt::Debug for Permit {
@@ -133,6 +135,12 @@ impl std::fmt::Debug for Permit {
 }
 
 impl Permit {
+    /// Makes `other` travel with this permit: both are released together (a batch's requests
+    /// hold their slots until the batch is done).
+    pub(crate) fn join(&mut self, other: Permit) {
+        self.joined.push(other);
+    }
+
     /// Gives the capacity back without waking the queue (used while the queue is locked).
     fn release_quietly(mut self) {
         if let Some(slot) = self.slot.take() {
@@ -205,6 +213,11 @@ impl Router {
     /// The model's cumulative statistics.
     pub(crate) fn statistics(&self) -> ModelStatistics {
         self.inner.stats.snapshot()
+    }
+
+    /// The batch counters behind the statistics' `execution_count`.
+    pub(crate) fn batch_counters(&self) -> Arc<BatchCounters> {
+        self.inner.stats.batches.clone()
     }
 
     /// Records a finished request in the statistics.
@@ -371,6 +384,7 @@ impl RouterInner {
         let permit = |slot: &Arc<ReplicaSlot>| Permit {
             slot: Some(slot.clone()),
             router: self.clone(),
+            joined: Vec::new(),
         };
         match n {
             0 => return None,

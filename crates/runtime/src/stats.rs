@@ -20,7 +20,7 @@ pub struct ModelStatistics {
     pub last_inference_ms: u64,
     /// Successful inferences.
     pub inference_count: u64,
-    /// Model executions (one per request: there is no batching yet).
+    /// Model executions: a batch is one execution of all its requests.
     pub execution_count: u64,
     /// Successful requests, end to end.
     pub success: DurationStat,
@@ -55,9 +55,25 @@ impl Counter {
     }
 }
 
+/// Batches of more than one request, counted by the batcher.
+#[derive(Debug, Default)]
+pub(crate) struct BatchCounters {
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl BatchCounters {
+    /// One batch of `requests` (more than one) ran.
+    pub(crate) fn batch(&self, requests: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
 /// The live counters of one model.
 #[derive(Default)]
 pub(crate) struct StatsRecorder {
+    pub(crate) batches: std::sync::Arc<BatchCounters>,
     last_ms: AtomicU64,
     success: Counter,
     fail: Counter,
@@ -91,7 +107,11 @@ impl StatsRecorder {
         ModelStatistics {
             last_inference_ms: self.last_ms.load(Ordering::Relaxed),
             inference_count: success.count,
-            execution_count: success.count,
+            // Requests that ran in a batch count one execution per batch.
+            execution_count: success
+                .count
+                .saturating_sub(self.batches.requests.load(Ordering::Relaxed))
+                + self.batches.batches.load(Ordering::Relaxed),
             success,
             fail: self.fail.get(),
             queue: self.queue.get(),

@@ -73,6 +73,21 @@ pub struct AutoscalingStatus {
     pub average_load: f64,
 }
 
+/// A deployment's batching options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchingStatus {
+    /// `tensor` (stacked by the server) or `list` (a Python `@serve.batch` handler).
+    pub kind: String,
+    /// Most rows (or requests) per batch.
+    pub max_batch_size: usize,
+    /// Seconds a forming batch waits after its first request.
+    pub batch_wait_timeout_s: f64,
+    /// Sizes at which a batch leaves at once.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Batches one replica runs at once.
+    pub max_concurrent_batches: usize,
+}
+
 /// One deployment in a status snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentStatus {
@@ -86,6 +101,9 @@ pub struct DeploymentStatus {
     pub target_replicas: usize,
     /// Autoscaling, when on.
     pub autoscaling: Option<AutoscalingStatus>,
+    /// Batching options in force, when batching is on.
+    #[serde(default)]
+    pub batching: Option<BatchingStatus>,
     /// Requests running on replicas.
     pub ongoing_requests: usize,
     /// Requests waiting for a replica.
@@ -106,6 +124,7 @@ impl DeploymentStatus {
             message: String::new(),
             target_replicas: 0,
             autoscaling: None,
+            batching: None,
             ongoing_requests: 0,
             queued_requests: 0,
             restarts: 0,
