@@ -61,6 +61,17 @@ pub fn render(deployments: &[DeploymentStatus]) -> String {
                 a.min_replicas, a.max_replicas, a.target_ongoing_requests, a.average_load
             );
         }
+        if let Some(b) = &d.batching {
+            let _ = writeln!(
+                out,
+                "  batching ({}): max_batch_size={} batch_wait_timeout_s={} preferred_batch_sizes={:?} max_concurrent_batches={}",
+                b.kind,
+                b.max_batch_size,
+                b.batch_wait_timeout_s,
+                b.preferred_batch_sizes,
+                b.max_concurrent_batches
+            );
+        }
         if let Some(e) = &d.last_error {
             let _ = writeln!(out, "  last error: {e}");
         }
