@@ -271,6 +271,9 @@ fn batch_key(payload: &Payload, list: bool) -> Option<(String, usize)> {
     }
 }
 
+/// The granularity of Tokio's timer.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// Parameters of the binary tensor extension say how the client's bytes travel, which each
 /// request's own ingress handles; they do not change what the model computes.
 fn is_transport(name: &str) -> bool {
@@ -315,10 +318,13 @@ async fn batch_loop(
                 let Some(first) = g.items.front() else {
                     continue;
                 };
-                let due = first.arrived
-                    + config
-                        .as_ref()
-                        .map_or(Duration::ZERO, |c| c.batch_wait_timeout);
+                // The timer ticks in whole milliseconds and fires on the first tick at or after
+                // its deadline: a batch is due one tick early, so that it leaves within the
+                // millisecond before its wait ends instead of up to one after.
+                let wait = config
+                    .as_ref()
+                    .map_or(Duration::ZERO, |c| c.batch_wait_timeout);
+                let due = first.arrived + wait.saturating_sub(TIMER_TICK);
                 let rows = g.rows();
                 let full = config.as_ref().is_none_or(|c| {
                     rows >= c.max_batch_size || c.preferred_batch_sizes.contains(&rows)

@@ -170,7 +170,12 @@ async fn a_partial_batch_leaves_after_the_wait() {
     for a in futures_util::future::join_all(calls).await {
         a.unwrap();
     }
-    assert_eq!(t0.elapsed(), Duration::from_millis(50));
+    // It leaves within the timer's last millisecond of the wait, never after it.
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(49) && waited <= Duration::from_millis(50),
+        "{waited:?}"
+    );
     assert_eq!(*batches.lock().unwrap(), vec![3]);
 }
 
@@ -328,7 +333,7 @@ async fn each_request_of_a_batch_holds_its_slot() {
         let mut r = request("s", v, 1, 1);
         r.parameters.insert(
             "sleep_ms".into(),
-            serde_json::from_value(json!(100)).unwrap(),
+            serde_json::from_value(json!(1000)).unwrap(),
         );
         r
     };
@@ -336,7 +341,8 @@ async fn each_request_of_a_batch_holds_its_slot() {
         let h = h.clone();
         async move { futures_util::future::join_all((0..6).map(|v| infer(&h, slow(v)))).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The controller's status snapshot is refreshed every 100 ms: look well inside the batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let s = h
         .deployment_statuses()
         .into_iter()
