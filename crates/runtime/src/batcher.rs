@@ -33,7 +33,7 @@ use ferroserve_protocol::{DataType, Parameter, Parameters, Tensor};
 use futures_util::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant};
 
@@ -139,6 +139,22 @@ pub(crate) struct BatchingReplica {
     inner: Arc<dyn Replica>,
     settings: Arc<BatchSettings>,
     queue: mpsc::UnboundedSender<Item>,
+    /// Wakes the batcher when a caller leaves, so its waiting request (and permit) goes at once.
+    left: Arc<Notify>,
+}
+
+/// Wakes the batcher if the caller leaves before its answer came.
+struct LeaveGuard<'a> {
+    left: &'a Notify,
+    answered: bool,
+}
+
+impl Drop for LeaveGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.left.notify_one();
+        }
+    }
 }
 
 impl BatchingReplica {
@@ -150,11 +166,19 @@ impl BatchingReplica {
         metrics: BatchMetrics,
     ) -> Arc<dyn Replica> {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(inner.clone(), settings.clone(), rx, metrics));
+        let left = Arc::new(Notify::new());
+        tokio::spawn(batch_loop(
+            inner.clone(),
+            settings.clone(),
+            rx,
+            left.clone(),
+            metrics,
+        ));
         Arc::new(BatchingReplica {
             inner,
             settings,
             queue,
+            left,
         })
     }
 }
@@ -191,7 +215,13 @@ impl Replica for BatchingReplica {
         if self.queue.send(item).is_err() {
             return Err(InferError::Internal("the replica's batcher stopped".into()));
         }
-        answer.await.unwrap_or_else(|_| {
+        let mut guard = LeaveGuard {
+            left: &self.left,
+            answered: false,
+        };
+        let answer = answer.await;
+        guard.answered = true;
+        answer.unwrap_or_else(|_| {
             Err(InferError::Internal(
                 "the batcher dropped the request".into(),
             ))
@@ -293,6 +323,7 @@ async fn batch_loop(
     replica: Arc<dyn Replica>,
     settings: Arc<BatchSettings>,
     mut rx: mpsc::UnboundedReceiver<Item>,
+    left: Arc<Notify>,
     metrics: BatchMetrics,
 ) {
     let mut groups: Vec<Group> = Vec::new();
@@ -382,6 +413,7 @@ async fn batch_loop(
                 None => open = false,
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = left.notified() => {}
             () = sleep => {}
         }
     }
@@ -492,71 +524,48 @@ async fn run_batch(
 
 /// The same error for each of `n` requests.
 fn fan_out(e: &InferError, n: usize) -> Vec<Result<Prediction, InferError>> {
-    (0..n).map(|_| Err(copy_error(e))).collect()
-}
-
-fn copy_error(e: &InferError) -> InferError {
-    match e {
-        InferError::ModelNotFound(m) => InferError::ModelNotFound(m.clone()),
-        InferError::ModelNotReady { name, detail } => InferError::ModelNotReady {
-            name: name.clone(),
-            detail: detail.clone(),
-        },
-        InferError::InvalidInput(m) => InferError::InvalidInput(m.clone()),
-        InferError::Unavailable(m) => InferError::Unavailable(m.clone()),
-        InferError::Internal(m) => InferError::Internal(m.clone()),
-        InferError::Overloaded { name, queued } => InferError::Overloaded {
-            name: name.clone(),
-            queued: *queued,
-        },
-        InferError::Timeout { name, after } => InferError::Timeout {
-            name: name.clone(),
-            after: *after,
-        },
-    }
+    (0..n).map(|_| Err(e.clone())).collect()
 }
 
 /// One request holding every request's rows, in order.
 fn stack(payloads: Vec<Payload>, rows: usize) -> Result<Payload, InferError> {
-    let mut payloads = payloads.into_iter();
-    let Some(first) = payloads.next() else {
-        return Err(InferError::Internal("an empty batch".into()));
-    };
-    match first {
-        Payload::V1(mut body) => {
+    let mixed = || InferError::Internal("a batch mixed request kinds".into());
+    let mut payloads = payloads.into_iter().peekable();
+    match payloads.peek() {
+        None => Err(InferError::Internal("an empty batch".into())),
+        Some(Payload::V1(_)) => {
             let mut all = Vec::with_capacity(rows);
-            for p in std::iter::once(Payload::V1(body.take())).chain(payloads) {
-                if let Payload::V1(serde_json::Value::Object(mut obj)) = p
-                    && let Some(serde_json::Value::Array(instances)) = obj.remove("instances")
-                {
-                    all.extend(instances);
-                } else {
-                    return Err(InferError::Internal("a batch mixed request kinds".into()));
-                }
+            for p in payloads {
+                let Payload::V1(serde_json::Value::Object(mut obj)) = p else {
+                    return Err(mixed());
+                };
+                let Some(serde_json::Value::Array(instances)) = obj.remove("instances") else {
+                    return Err(mixed());
+                };
+                all.extend(instances);
             }
             Ok(Payload::V1(serde_json::json!({ "instances": all })))
         }
-        Payload::V2(mut template) => {
-            let others: Vec<InferRequest> = payloads
-                .map(|p| match p {
-                    Payload::V2(r) => Ok(r),
-                    Payload::V1(_) => {
-                        Err(InferError::Internal("a batch mixed request kinds".into()))
-                    }
-                })
-                .collect::<Result<_, _>>()?;
+        Some(Payload::V2(_)) => {
+            let mut requests = payloads.map(|p| match p {
+                Payload::V2(r) => Ok(r),
+                Payload::V1(_) => Err(mixed()),
+            });
+            let mut template = requests.next().ok_or_else(mixed)??;
+            let others: Vec<InferRequest> = requests.collect::<Result<_, _>>()?;
             for input in &mut template.inputs {
-                let mut size = input.data.len();
-                for r in &others {
-                    size += r.input(&input.name).map_or(0, |t| t.data.len());
-                }
-                let mut data = BytesMut::with_capacity(size);
-                data.extend_from_slice(&input.data);
-                for r in &others {
-                    let t = r.input(&input.name).ok_or_else(|| {
+                let rest: Vec<&Bytes> = others
+                    .iter()
+                    .map(|r| r.input(&input.name).map(|t| &t.data))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
                         InferError::Internal(format!("input '{}' missing from a batch", input.name))
                     })?;
-                    data.extend_from_slice(&t.data);
+                let size = input.data.len() + rest.iter().map(|b| b.len()).sum::<usize>();
+                let mut data = BytesMut::with_capacity(size);
+                data.extend_from_slice(&input.data);
+                for b in rest {
+                    data.extend_from_slice(b);
                 }
                 input.data = data.freeze();
                 input.parameters.retain(|k, _| !is_transport(k));

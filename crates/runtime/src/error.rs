@@ -35,8 +35,9 @@ impl From<ProtocolError> for ModelError {
     }
 }
 
-/// Why an inference (or a metadata/readiness query) failed.
-#[derive(Debug, thiserror::Error)]
+/// Why an inference (or a metadata/readiness query) failed. `Clone`, so that one failure can
+/// answer several requests (a refused queue, a failed batch).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InferError {
     /// No deployment has this name.
     #[error("Model with name {0} does not exist.")]

@@ -424,7 +424,7 @@ impl RouterInner {
                 && let Some(e) = self.refusal(&set.availability)
             {
                 for w in q.drain(..) {
-                    let _ = w.tx.send(Err(clone_refusal(&e)));
+                    let _ = w.tx.send(Err(e.clone()));
                 }
                 self.queued.store(0, Ordering::SeqCst);
                 return;
@@ -441,15 +441,5 @@ impl RouterInner {
                 permit.release_quietly();
             }
         }
-    }
-}
-
-fn clone_refusal(e: &InferError) -> InferError {
-    match e {
-        InferError::ModelNotReady { name, detail } => InferError::ModelNotReady {
-            name: name.clone(),
-            detail: detail.clone(),
-        },
-        other => InferError::Unavailable(other.to_string()),
     }
 }

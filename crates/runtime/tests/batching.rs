@@ -409,3 +409,29 @@ async fn v1_instances_and_bytes_tensors_batch_too() {
     assert_eq!(strings(&b.unwrap()), vec!["", "seventeen", "x"]);
     assert_eq!(*batches.lock().unwrap(), vec![3, 5]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_leaves_a_forming_batch_frees_its_slot_at_once() {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let d = doubler(&batches)
+        .max_batch_size(2)
+        .max_ongoing_requests(2)
+        .batch_wait_timeout_s(10.0);
+    let (_c, h) = started(d).await;
+    let t0 = Instant::now();
+    // A (a shape of its own) leaves at 20 ms, holding one of the replica's two slots until
+    // then; C arrives at 30 ms and must get that slot back at once, filling B's batch, not
+    // wait for the 10 s.
+    let a = tokio::time::timeout(Duration::from_millis(20), infer(&h, request("a", 1, 1, 2)));
+    let b = infer(&h, request("b", 2, 1, 1));
+    let c = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        infer(&h, request("c", 3, 1, 1)).await
+    };
+    let (a, b, c) = tokio::join!(a, b, c);
+    assert!(a.is_err());
+    assert_eq!(y(&b.unwrap()).1, vec![4]);
+    assert_eq!(y(&c.unwrap()).1, vec![6]);
+    assert_eq!(t0.elapsed(), Duration::from_millis(30));
+    assert_eq!(*batches.lock().unwrap(), vec![2]);
+}
