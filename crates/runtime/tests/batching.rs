@@ -56,18 +56,15 @@ impl Model for Doubler {
                     }
                     let mut shape = x.shape.clone();
                     if v.contains(&99) {
-                        shape[0] -= 1;
-                        let k: u64 = shape[1..].iter().product();
-                        let y: Vec<i32> = v
-                            .iter()
-                            .take((shape[0] * k) as usize)
-                            .map(|e| e * 2)
-                            .collect();
-                        outputs.push(Tensor::from_values("y", shape, &y)?);
-                    } else {
-                        let y: Vec<i32> = v.iter().map(|e| e * 2).collect();
-                        outputs.push(Tensor::from_values("y", shape, &y)?);
+                        shape[0] -= 1; // one row short
                     }
+                    let k: u64 = shape[1..].iter().product();
+                    let y: Vec<i32> = v
+                        .iter()
+                        .take((shape[0] * k) as usize)
+                        .map(|e| e * 2)
+                        .collect();
+                    outputs.push(Tensor::from_values("y", shape, &y)?);
                 }
                 if let Some(s) = req.input("s") {
                     let mut out = s.clone();
@@ -107,6 +104,18 @@ async fn started(d: Deployment) -> (Controller, Handle) {
     panic!("doubler did not start");
 }
 
+/// A started doubler batching up to `max` rows, waiting `wait_s`; and its record of batches.
+async fn batching(max: usize, wait_s: f64) -> (Arc<Mutex<Vec<usize>>>, Controller, Handle) {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let (c, h) = started(
+        doubler(&batches)
+            .max_batch_size(max)
+            .batch_wait_timeout_s(wait_s),
+    )
+    .await;
+    (batches, c, h)
+}
+
 /// A request of `rows` rows of `k` values, every value `tag`.
 fn request(id: &str, tag: i32, rows: u64, k: u64) -> InferRequest {
     let values = vec![tag; (rows * k) as usize];
@@ -134,13 +143,7 @@ fn y(r: &InferResponse) -> (Vec<u64>, Vec<i32>) {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_batch_leaves_at_once_and_each_caller_gets_its_own_rows() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(6)
-            .batch_wait_timeout_s(10.0),
-    )
-    .await;
+    let (batches, _c, h) = batching(6, 10.0).await;
     let t0 = Instant::now();
     // Three callers of 1, 2 and 3 rows, each row tagged with the caller: 6 rows, full.
     let calls = (1..=3).map(|i| infer(&h, request(&format!("r{i}"), i, i as u64, 2)));
@@ -158,13 +161,7 @@ async fn a_full_batch_leaves_at_once_and_each_caller_gets_its_own_rows() {
 
 #[tokio::test(start_paused = true)]
 async fn a_partial_batch_leaves_after_the_wait() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(8)
-            .batch_wait_timeout_s(0.05),
-    )
-    .await;
+    let (batches, _c, h) = batching(8, 0.05).await;
     let t0 = Instant::now();
     let calls = (0..3).map(|i| infer(&h, request("p", i, 1, 1)));
     for a in futures_util::future::join_all(calls).await {
@@ -200,13 +197,7 @@ async fn a_preferred_size_leaves_without_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_of_different_shapes_never_share_a_batch() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(8)
-            .batch_wait_timeout_s(0.01),
-    )
-    .await;
+    let (batches, _c, h) = batching(8, 0.01).await;
     let narrow = (0..3).map(|i| infer(&h, request("n", i, 1, 2)));
     let wide = (0..2).map(|i| infer(&h, request("w", i, 1, 3)));
     let answers = futures_util::future::join_all(narrow.chain(wide)).await;
@@ -221,13 +212,7 @@ async fn requests_of_different_shapes_never_share_a_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_larger_than_max_batch_size_runs_alone() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(4)
-            .batch_wait_timeout_s(0.01),
-    )
-    .await;
+    let (batches, _c, h) = batching(4, 0.01).await;
     let a = infer(&h, request("big", 7, 10, 1)).await.unwrap();
     assert_eq!(y(&a), (vec![10, 1], vec![14; 10]));
     assert_eq!(*batches.lock().unwrap(), vec![10]);
@@ -235,13 +220,7 @@ async fn a_request_larger_than_max_batch_size_runs_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn an_error_fails_exactly_the_requests_of_its_batch() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(3)
-            .batch_wait_timeout_s(0.01),
-    )
-    .await;
+    let (batches, _c, h) = batching(3, 0.01).await;
     // First batch: 3 requests, one of them poisoned. Second batch: 2 clean ones.
     let first = [1, -1, 2].map(|v| infer(&h, request("e", v, 1, 1)));
     let answers = futures_util::future::join_all(first).await;
@@ -260,13 +239,7 @@ async fn an_error_fails_exactly_the_requests_of_its_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn an_output_without_one_row_per_input_row_fails_the_batch_naming_it() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(2)
-            .batch_wait_timeout_s(0.01),
-    )
-    .await;
+    let (batches, _c, h) = batching(2, 0.01).await;
     let (a, b) = tokio::join!(
         infer(&h, request("a", 99, 1, 1)),
         infer(&h, request("b", 1, 1, 1))
@@ -278,17 +251,13 @@ async fn an_output_without_one_row_per_input_row_fails_the_batch_naming_it() {
             "{e}"
         );
     }
+    // One call of two rows: the batch failed as a whole, not one request alone.
+    assert_eq!(*batches.lock().unwrap(), vec![2]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_leaves_takes_its_rows_out() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(8)
-            .batch_wait_timeout_s(0.1),
-    )
-    .await;
+    let (batches, _c, h) = batching(8, 0.1).await;
     // Forming: one of three callers gives up before the batch leaves.
     let leaver = tokio::time::timeout(
         Duration::from_millis(20),
@@ -358,13 +327,7 @@ async fn each_request_of_a_batch_holds_its_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn v1_instances_and_bytes_tensors_batch_too() {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let (_c, h) = started(
-        doubler(&batches)
-            .max_batch_size(8)
-            .batch_wait_timeout_s(0.01),
-    )
-    .await;
+    let (batches, _c, h) = batching(8, 0.01).await;
     let v1 = |xs: serde_json::Value| {
         let h = h.clone();
         async move {
