@@ -21,8 +21,7 @@ class _Batched:
     """What `@serve.batch` makes of a function: its options, and a bound handler per instance."""
 
     def __init__(self, fn, max_batch_size, batch_wait_timeout_s):
-        if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be an integer >= 1, not {max_batch_size!r}")
+        _check_size(max_batch_size)
         _check_wait(batch_wait_timeout_s)
         self.fn = fn
         self.max_batch_size = max_batch_size
@@ -36,8 +35,7 @@ class _Batched:
         return _bind(self, obj)
 
     def set_max_batch_size(self, n):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"max_batch_size must be an integer >= 1, not {n!r}")
+        _check_size(n)
         self.max_batch_size = n
         if _notify is not None:
             _notify(max_batch_size=n)
@@ -51,6 +49,11 @@ class _Batched:
     def options(self):
         """The options the worker reports to ferroserve."""
         return {"max_batch_size": self.max_batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_s}
+
+
+def _check_size(n):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"max_batch_size must be an integer >= 1, not {n!r}")
 
 
 def _check_wait(s):

@@ -217,9 +217,16 @@ def _output(name, datatype, shape, data, params):
         raise OutputError(f"output {name!r}: {e}") from e
 
 
-def _encode_response(result, model_name):
+def _v1_body(z):
+    """A V1 answer as sent: a dict or a list, never a V2 response."""
+    if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
+        raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
+    return z
+
+
+def _encode_response(result, model_name, offset=0):
     """An `InferResponse` (ours, kserve's or anything shaped like it) or a V2-shaped dict →
-    (response header, payload parts). Anything in it the protocol cannot carry raises
+    (response header, payload parts), the outputs' offsets counted from `offset`. Anything in it the protocol cannot carry raises
     `OutputError`: a header the Rust side could not parse would cost the whole worker."""
     if isinstance(result, dict):
         outputs = result.get("outputs")
@@ -232,7 +239,7 @@ def _encode_response(result, model_name):
     else:
         rid, name, params = getattr(result, "id", None), getattr(result, "model_name", model_name), getattr(result, "parameters", None)
         items = [_output_fields(o) for o in result.outputs]
-    header_outputs, parts, offset = [], [], 0
+    header_outputs, parts = [], []
     for item in items:
         entry, raw = _output(*item)
         length = memoryview(raw).nbytes
@@ -435,9 +442,7 @@ class Worker:
         if header["protocol"] == "v2":
             response, parts = _encode_response(z, self.name)
             return {"type": "result", "id": rid, "protocol": "v2", "response": response}, parts
-        if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
-            raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
-        return {"type": "result", "id": rid, "protocol": "v1", "body": z}, ()
+        return {"type": "result", "id": rid, "protocol": "v1", "body": _v1_body(z)}, ()
 
     @staticmethod
     def _error(rid, exc):
@@ -484,12 +489,7 @@ class Worker:
         if header["type"] == "method":
             fn, args, kwargs = self._method(header, payload)
             return self._method_result(header["id"], await _maybe_await(fn(*args, **kwargs)))
-        headers = header.get("headers") or {}
-        z = self._input(header, payload)
-        for fn, is_async in self.steps:
-            z = fn(z, headers)
-            if is_async or inspect.isawaitable(z):
-                z = await z
+        z = await _run_steps(self.steps, self._input(header, payload), header.get("headers") or {})
         return self._result(header, z)
 
     async def _run_batch(self, header, payload):
@@ -502,7 +502,7 @@ class Worker:
         else:
             items = list(header["bodies"])
         n = len(items)
-        headers = header.get("headers") or [{}] * n
+        headers = [header.get("headers") or {}] * n  # the batch's, for each request
         errors = [None] * n
         before, handler, after = self.batch_steps
         for k in range(n):
@@ -529,16 +529,12 @@ class Worker:
                 try:
                     z = await _run_steps(after, items[k], headers[k])
                     if v2:
-                        response, raw = _encode_response(z, self.name)
-                        for o in response["outputs"]:
-                            o["offset"] += offset
+                        response, raw = _encode_response(z, self.name, offset)
                         offset += sum(memoryview(p).nbytes for p in raw)
                         parts.extend(raw)
                         results.append({"response": response})
                     else:
-                        if isinstance(z, InferResponse) or hasattr(z, "outputs") and not isinstance(z, dict):
-                            raise TypeError("a V1 request needs a dict (or list) answer, not an InferResponse")
-                        results.append({"body": z})
+                        results.append({"body": _v1_body(z)})
                     continue
                 except Exception as e:  # noqa: BLE001
                     errors[k] = e

@@ -164,8 +164,8 @@ pub enum ToWorker<'a> {
         /// The V1 bodies.
         #[serde(skip_serializing_if = "Option::is_none")]
         bodies: Option<Vec<&'a serde_json::Value>>,
-        /// Each request's headers.
-        headers: Vec<HashMap<&'a str, &'a str>>,
+        /// The batch's headers: its first request's (the batch has one context).
+        headers: HashMap<&'a str, &'a str>,
     },
     /// Check health.
     Health {

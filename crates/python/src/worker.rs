@@ -1003,8 +1003,7 @@ impl Replica for WorkerReplica {
             protocol: if v2 { "v2" } else { "v1" },
             requests: v2.then_some(requests),
             bodies: (!v2).then_some(bodies),
-            // The batch's context is its first request's (see the batcher).
-            headers: vec![headers; n],
+            headers,
         };
         let header = encode(&msg)?;
         drop(payloads);
