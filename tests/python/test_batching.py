@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -29,6 +30,7 @@ def batch_server(_log_dir):
         f"  - name: rows\n    python: {MODELS}:Rows\n{env}    max_batch_size: 8\n    batch_wait_timeout_s: 0.5\n"
         f"  - name: mixed\n    python: {MODELS}:Rows\n{env}    max_batch_size: 4\n    batch_wait_timeout_s: 10\n"
         f"  - name: listed\n    python: {MODELS}:Listed\n{env}"
+        f"  - name: resized\n    python: {MODELS}:Listed\n{env}"
     )
     s = _start(["--config", str(config)], _log_dir, "batching")
     try:
@@ -131,3 +133,24 @@ def test_a_serve_batch_handler_receives_the_requests_as_one_list(batch_server):
     batching = {d["name"]: d.get("batching") for d in status["deployments"]}
     assert batching["listed"]["kind"] == "list" and batching["listed"]["max_batch_size"] == 6
     assert batching["rows"]["kind"] == "tensor" and batching["rows"]["max_batch_size"] == 8
+
+
+def test_set_max_batch_size_changes_the_batches_the_server_forms(batch_server):
+    x, answer = _rest_call(batch_server, "resized", -1)  # the model asks for batches of 2
+    assert int(answer.as_numpy("n")[0, 0]) == 1
+    results = _concurrently(6, lambda i: _rest_call(batch_server, "resized", i))
+    sizes = []
+    for r in results:
+        assert not isinstance(r, Exception), r
+        x, answer = r
+        np.testing.assert_array_equal(answer.as_numpy("y"), x * 2)
+        sizes.append(int(answer.as_numpy("n")[0, 0]))
+    assert max(sizes) == 2, sizes
+    # The status snapshot is refreshed every 100 ms.
+    for _ in range(50):
+        status = json.load(urllib.request.urlopen(batch_server.url + "/-/status"))
+        resized = next(d for d in status["deployments"] if d["name"] == "resized")
+        if resized["batching"]["max_batch_size"] == 2:
+            break
+        time.sleep(0.02)
+    assert resized["batching"]["max_batch_size"] == 2

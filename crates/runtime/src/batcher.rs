@@ -191,17 +191,15 @@ impl Replica for BatchingReplica {
         ctx: RequestContext,
         permit: Permit,
     ) -> Result<Prediction, InferError> {
-        let Some(config) = self.settings.current() else {
+        // Alone: batching off, nothing to batch on (no rows, inputs that disagree on them),
+        // or more rows than a batch holds.
+        let batchable = self.settings.current().and_then(|config| {
+            let (key, rows) = batch_key(&payload, self.settings.is_list())?;
+            (rows <= config.max_batch_size).then_some((key, rows))
+        });
+        let Some((key, rows)) = batchable else {
             return self.inner.infer(payload, ctx, permit).await;
         };
-        let list = self.settings.is_list();
-        let Some((key, rows)) = batch_key(&payload, list) else {
-            // Nothing to batch on (no rows, inputs that disagree on them): alone.
-            return self.inner.infer(payload, ctx, permit).await;
-        };
-        if rows > config.max_batch_size {
-            return self.inner.infer(payload, ctx, permit).await;
-        }
         let (reply, answer) = oneshot::channel();
         let item = Item {
             payload,

@@ -3,7 +3,9 @@
 - `Rows`: tensor batching, no batching code. Doubles `x` into `y` and answers, for each row,
   how many rows the call it ran in held (`rows`), so a client sees the batch it was part of.
 - `Listed`: Ray's list batching: `predict` is a `@serve.batch` handler taking a list of
-  requests; answers `y` = 2x and `n` = how many requests the list held.
+  requests; answers `y` = 2x and `n` = how many requests the list held. A request whose
+  first value is -1 makes it call `self.predict.set_max_batch_size(2)`, as Ray's models do
+  at run time.
 """
 
 import time
@@ -38,6 +40,8 @@ class Listed(Model):
         out = []
         for r in requests:
             x = r.inputs[0].as_numpy()
+            if x.flat[0] == -1:
+                self.predict.set_max_batch_size(2)
             n = np.full(x.shape, len(requests), dtype=np.int32)
             out.append(
                 InferResponse(r.id, self.name, [InferOutput("y", list(x.shape), "INT32", data=x * 2), InferOutput("n", list(n.shape), "INT32", data=n)])
