@@ -31,6 +31,7 @@ def batch_server(_log_dir):
         f"  - name: mixed\n    python: {MODELS}:Rows\n{env}    max_batch_size: 4\n    batch_wait_timeout_s: 10\n"
         f"  - name: listed\n    python: {MODELS}:Listed\n{env}"
         f"  - name: resized\n    python: {MODELS}:Listed\n{env}"
+        f"  - name: fragile\n    python: {MODELS}:Rows\n{env}    max_batch_size: 4\n    batch_wait_timeout_s: 1\n"
     )
     s = _start(["--config", str(config)], _log_dir, "batching")
     try:
@@ -154,3 +155,37 @@ def test_set_max_batch_size_changes_the_batches_the_server_forms(batch_server):
             break
         time.sleep(0.02)
     assert resized["batching"]["max_batch_size"] == 2
+
+
+def test_a_killed_worker_fails_exactly_its_batch_and_the_queue_is_served_after(batch_server):
+    # Four requests fill a batch that takes 3 s; two more wait behind it (the replica holds
+    # max_batch_size = 4 requests). kill -9 of the worker mid-batch fails the four, names the
+    # worker, and the two waiting are served by its replacement.
+    def call(i):
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(batch_server.host_port, network_timeout=60)
+        x = np.full((1, 3), -7 if i < 4 else i, dtype=np.int32)
+        inp = httpclient.InferInput("x", list(x.shape), "INT32")
+        inp.set_data_from_numpy(x)
+        if i >= 4:
+            time.sleep(0.5)  # behind the running batch
+        return x, client.infer("fragile", [inp])
+
+    def kill():
+        time.sleep(1.5)
+        pid = subprocess.run(["pgrep", "-f", "--", "--name fragile"], capture_output=True, text=True).stdout.split()
+        assert len(pid) == 1, pid
+        subprocess.run(["kill", "-9", pid[0]], check=True)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    results = _concurrently(6, call)
+    killer.join()
+    for r in results[:4]:
+        assert isinstance(r, Exception), r
+        assert "fragile" in str(r) and ("worker" in str(r) or "died" in str(r)), r
+    for r in results[4:]:
+        assert not isinstance(r, Exception), r
+        x, answer = r
+        np.testing.assert_array_equal(answer.as_numpy("y"), x * 2)

@@ -138,7 +138,14 @@ mod tests {
             }
         });
         let mut got = Vec::new();
-        reader.read_to_end(&mut got).await.unwrap();
+        // A lost wake-up would hang here: fail instead.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            reader.read_to_end(&mut got),
+        )
+        .await
+        .expect("the transfer stalled")
+        .unwrap();
         send.await.unwrap();
         assert_eq!(got.len(), data.len());
         assert!(got == data, "the bytes arrived changed");

@@ -2,6 +2,7 @@
 
 - `Rows`: tensor batching, no batching code. Doubles `x` into `y` and answers, for each row,
   how many rows the call it ran in held (`rows`), so a client sees the batch it was part of.
+  A batch starting with -7 takes 3 s (to be killed in).
 - `Listed`: Ray's list batching: `predict` is a `@serve.batch` handler taking a list of
   requests; answers `y` = 2x and `n` = how many requests the list held. A request whose
   first value is -1 makes it call `self.predict.set_max_batch_size(2)`, as Ray's models do
@@ -21,7 +22,7 @@ class Rows(Model):
 
     def predict(self, request, headers=None):
         x = request.inputs[0].as_numpy()
-        time.sleep(0.01)  # a fixed cost per call, as a GPU would have
+        time.sleep(3 if x.flat[0] == -7 else 0.01)  # a fixed cost per call, as a GPU would have
         rows = np.full((x.shape[0], 1), x.shape[0], dtype=np.int32)
         return InferResponse(
             request.id,
