@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dynamic batching side by side (issue 9): the same Python model (5 ms + 0.05 ms per row) served
 # unbatched and with max_batch_size 32 by one ferroserve, driven by wrk at c=1, 16 and 64 with
-# V2 JSON [1,16] FP32. Prints req/s and p50/p99 per cell. See bench/README.md ("Batching").
+# V2 JSON [1,16] FP32. Prints the medians of REPEATS runs: req/s and p50/p99 per cell. See bench/README.md ("Batching").
 #
 #   bench/batch/run.sh                    # DURATION=10 s per cell, REPEATS=3
 #   DURATION=3 REPEATS=1 bench/batch/run.sh
@@ -39,6 +39,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"inputs":[{"name":"input-0","shape":[1,16],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}]}'
 LUA
+# wrk's latencies (870.00us, 6.02ms, 1.20s) in µs; the median of several values.
+us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1e6 }'; }
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}'; }
 printf '| model | c | req/s | p50 | p99 |\n|---|--:|--:|--:|--:|\n'
 for c in $CONCURRENCY; do
   for model in unbatched batched; do
@@ -47,11 +50,10 @@ for c in $CONCURRENCY; do
       out="$(wrk -t1 -c"$c" -d"${DURATION}s" --latency -s "$work/body.lua" "http://127.0.0.1:$PORT/v2/models/$model/infer")"
       if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "!!! errors in $model c=$c" >&2; grep "Non-2xx\|Socket errors" <<<"$out" >&2; fi
       rps+=("$(awk '/Requests\/sec/{print $2}' <<<"$out")")
-      p50+=("$(awk '$1=="50%"{print $2}' <<<"$out")")
-      p99+=("$(awk '$1=="99%"{print $2}' <<<"$out")")
+      p50+=("$(us "$(awk '$1=="50%"{print $2}' <<<"$out")")")
+      p99+=("$(us "$(awk '$1=="99%"{print $2}' <<<"$out")")")
     done
-    med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}'; }
-    printf '| %s | %s | %s | %s | %s |\n' "$model" "$c" "$(med "${rps[@]}")" "$(printf '%s\n' "${p50[@]}" | head -$(( (REPEATS+1)/2 )) | tail -1)" "$(printf '%s\n' "${p99[@]}" | head -$(( (REPEATS+1)/2 )) | tail -1)"
+    printf '| %s | %s | %s | %s µs | %s µs |\n' "$model" "$c" "$(med "${rps[@]}")" "$(med "${p50[@]}")" "$(med "${p99[@]}")"
   done
 done
 curl -s "localhost:$PORT/metrics" | grep -E "^ferroserve_deployment_batch(es_total|_size_(sum|count))" || true
