@@ -595,15 +595,16 @@ fn split_v1(
     counts: &[usize],
     rows: usize,
 ) -> Result<Vec<Prediction>, InferError> {
-    let serde_json::Value::Object(mut obj) = body else {
-        return Err(InferError::Internal(
+    let unsplittable = || {
+        InferError::Internal(
             "a batched V1 model must answer {\"predictions\": [...]}, one per instance".into(),
-        ));
+        )
+    };
+    let serde_json::Value::Object(mut obj) = body else {
+        return Err(unsplittable());
     };
     let Some(serde_json::Value::Array(predictions)) = obj.remove("predictions") else {
-        return Err(InferError::Internal(
-            "a batched V1 model must answer {\"predictions\": [...]}, one per instance".into(),
-        ));
+        return Err(unsplittable());
     };
     if predictions.len() != rows {
         return Err(InferError::Internal(format!(
