@@ -4,7 +4,8 @@ A handler decorated with `@serve.batch(max_batch_size=..., batch_wait_timeout_s=
 list and returns a list of the same length. When it is the model's `predict` (or `__call__`),
 ferroserve's batcher collects requests for it and the worker receives the whole batch as one
 frame: the handler is called once with the list of requests (and, if it takes a second
-argument, the list of their headers). Called directly with one item (from another method, or a
+argument, a list of headers of the same length; a batch has one context, its first request's,
+so every entry is those headers). Called directly with one item (from another method, or a
 handle's method call), it runs as a batch of one.
 
 `handler.set_max_batch_size(n)` and `handler.set_batch_wait_timeout_s(s)` change the batching
