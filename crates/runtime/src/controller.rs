@@ -70,12 +70,38 @@ enum ControlMsg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Starts, watches, scales, updates and stops the deployments.
-#[derive(Debug)]
+/// Starts, watches, scales, updates and stops the deployments. Cheap to clone; deployments
+/// can be added and removed while the server runs ([`add`](Controller::add),
+/// [`remove`](Controller::remove)): the request path sees the change through the handle's
+/// table, published atomically, never through a lock.
+#[derive(Debug, Clone)]
 pub struct Controller {
-    deployments: Vec<(String, mpsc::UnboundedSender<ControlMsg>)>,
-    tasks: Vec<JoinHandle<()>>,
+    inner: Arc<ControllerInner>,
+}
+
+#[derive(Debug)]
+struct ControllerInner {
+    metrics: RuntimeMetrics,
+    /// The handle's table; changed only here, under `actors`' lock.
+    handle: Handle,
+    /// Replicas reach the other deployments through this.
+    weak: Arc<std::sync::OnceLock<WeakHandle>>,
+    actors: tokio::sync::Mutex<Actors>,
+}
+
+#[derive(Debug, Default)]
+struct Actors {
+    running: Vec<ActorHandle>,
+    /// Actors of removed deployments, still draining; awaited at shutdown.
+    draining: Vec<JoinHandle<()>>,
     graceful_shutdown_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct ActorHandle {
+    name: String,
+    control: mpsc::UnboundedSender<ControlMsg>,
+    task: JoinHandle<()>,
 }
 
 fn validate_name(name: &str) -> Result<(), ControllerError> {
@@ -115,75 +141,64 @@ impl Controller {
                 return Err(ControllerError::DuplicateName(d.name.clone()));
             }
         }
-        let graceful_shutdown_timeout = configs
-            .iter()
-            .map(|c| c.graceful_shutdown_timeout)
-            .max()
-            .unwrap_or_default();
+        let handle = Handle::new(Vec::new());
+        let weak = Arc::new(std::sync::OnceLock::new());
+        let _ = weak.set(handle.downgrade());
+        let mut actors = Actors::default();
         let mut entries = Vec::new();
-        // Replicas reach the other deployments through this, set once the handle exists.
-        let handle_cell = Arc::new(std::sync::OnceLock::new());
-        let mut controls = Vec::new();
-        let mut tasks = Vec::new();
         for (d, config) in deployments.into_iter().zip(configs) {
-            let dm = metrics.deployment(&d.name);
-            let router = Router::new(
-                d.name.clone(),
-                Limits {
-                    max_queued: config.max_queued_requests,
-                    request_timeout: config.request_timeout,
-                },
-                dm.clone(),
-            );
-            let status = Arc::new(Mutex::new(DeploymentStatus::new(&d.name)));
-            entries.push(DeploymentEntry::new(
-                d.name.clone(),
-                d.exposed,
-                router.clone(),
-                status.clone(),
-            ));
-            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-            let actor = Actor {
-                stages: metrics.stages(&d.name),
-                name: d.name.clone(),
-                backend: d.backend,
-                target: config.initial_replicas(),
-                autoscaler: config.autoscaling.clone().map(Autoscaler::new),
-                config,
-                version: 1,
-                router,
-                status,
-                metrics: dm,
-                replicas: Vec::new(),
-                next_no: 0,
-                failures: 0,
-                last_start_failed: false,
-                next_start: Instant::now(),
-                restarts: 0,
-                last_error: None,
-                start_error: None,
-                ever_ready: false,
-                info: None,
-                stopping: false,
-                published: None,
-                stopping_replicas: Vec::new(),
-                events: ev_tx,
-                handle: handle_cell.clone(),
-            };
-            controls.push((d.name, ctl_tx));
-            tasks.push(tokio::spawn(actor.run(ctl_rx, ev_rx)));
+            let (entry, actor) = spawn_actor(d, config, &metrics, &weak);
+            entries.push(entry);
+            actors.graceful_shutdown_timeout = actors.graceful_shutdown_timeout.max(actor.1);
+            actors.running.push(actor.0);
         }
-        let handle = Handle::new(entries);
-        let _ = handle_cell.set(handle.downgrade());
-        Ok((
-            Controller {
-                deployments: controls,
-                tasks,
-                graceful_shutdown_timeout,
-            },
-            handle,
-        ))
+        handle.publish(|table| table.extend(entries));
+        let controller = Controller {
+            inner: Arc::new(ControllerInner {
+                metrics,
+                handle: handle.clone(),
+                weak,
+                actors: tokio::sync::Mutex::new(actors),
+            }),
+        };
+        Ok((controller, handle))
+    }
+
+    /// Adds a deployment while the server runs: its replicas start in the background and
+    /// clients reach it at once (503 until it is ready, as at start-up).
+    pub async fn add(&self, deployment: Deployment) -> Result<(), ControllerError> {
+        let config = validate(&deployment)?;
+        let mut actors = self.inner.actors.lock().await;
+        if actors.running.iter().any(|a| a.name == deployment.name) {
+            return Err(ControllerError::DuplicateName(deployment.name));
+        }
+        let (entry, (actor, grace)) =
+            spawn_actor(deployment, config, &self.inner.metrics, &self.inner.weak);
+        actors.graceful_shutdown_timeout = actors.graceful_shutdown_timeout.max(grace);
+        actors.running.push(actor);
+        self.inner.handle.publish(|table| table.push(entry));
+        Ok(())
+    }
+
+    /// Removes a deployment while the server runs: it is gone from the handle at once (new
+    /// requests are not found), and its replicas drain (requests in flight finish within its
+    /// `graceful_shutdown_timeout_s`) in the background.
+    pub async fn remove(&self, name: &str) -> Result<(), ControllerError> {
+        let mut actors = self.inner.actors.lock().await;
+        let i = actors
+            .running
+            .iter()
+            .position(|a| a.name == name)
+            .ok_or_else(|| ControllerError::UnknownDeployment(name.to_owned()))?;
+        let actor = actors.running.remove(i);
+        self.inner
+            .handle
+            .publish(|table| table.retain(|e| e.name() != name));
+        let (done, _) = oneshot::channel();
+        let _ = actor.control.send(ControlMsg::Shutdown(done));
+        actors.draining.retain(|t| !t.is_finished());
+        actors.draining.push(actor.task);
+        Ok(())
     }
 
     /// Applies a new definition of an existing deployment. Options that need no restart
@@ -191,39 +206,127 @@ impl Controller {
     /// backend replaces replicas one at a time, keeping capacity. Returns once accepted.
     pub async fn deploy(&self, deployment: Deployment) -> Result<(), ControllerError> {
         let config = validate(&deployment)?;
-        let (_, tx) = self
-            .deployments
+        let actors = self.inner.actors.lock().await;
+        let actor = actors
+            .running
             .iter()
-            .find(|(n, _)| *n == deployment.name)
+            .find(|a| a.name == deployment.name)
             .ok_or_else(|| ControllerError::UnknownDeployment(deployment.name.clone()))?;
+        let version = deployment.version.clone();
+        let name = deployment.name.clone();
         let (done, accepted) = oneshot::channel();
-        tx.send(ControlMsg::Deploy(Box::new((deployment, config)), done))
+        actor
+            .control
+            .send(ControlMsg::Deploy(Box::new((deployment, config)), done))
             .map_err(|_| ControllerError::Stopped)?;
-        accepted.await.map_err(|_| ControllerError::Stopped)
+        drop(actors);
+        accepted.await.map_err(|_| ControllerError::Stopped)?;
+        self.inner.handle.set_version(&name, version);
+        Ok(())
+    }
+
+    /// The handle clients reach the deployments through.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
     }
 
     /// The longest `graceful_shutdown_timeout_s` of the deployments.
-    pub fn graceful_shutdown_timeout(&self) -> Duration {
-        self.graceful_shutdown_timeout
+    pub async fn graceful_shutdown_timeout(&self) -> Duration {
+        self.inner.actors.lock().await.graceful_shutdown_timeout
     }
 
     /// Stops every deployment: refuses new requests, lets running ones finish within each
     /// deployment's `graceful_shutdown_timeout_s`, then stops the replicas.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
+        let mut actors = self.inner.actors.lock().await;
         let mut waits = Vec::new();
-        for (_, tx) in &self.deployments {
+        for a in &actors.running {
             let (done, wait) = oneshot::channel();
-            if tx.send(ControlMsg::Shutdown(done)).is_ok() {
+            if a.control.send(ControlMsg::Shutdown(done)).is_ok() {
                 waits.push(wait);
             }
         }
         for w in waits {
             let _ = w.await;
         }
-        for t in self.tasks {
+        let running = std::mem::take(&mut actors.running);
+        for t in running
+            .into_iter()
+            .map(|a| a.task)
+            .chain(actors.draining.drain(..))
+        {
             let _ = t.await;
         }
     }
+}
+
+/// Creates a deployment's router, status and control loop; returns its handle entry, the
+/// loop's handle and its graceful shutdown timeout.
+fn spawn_actor(
+    d: Deployment,
+    config: DeploymentConfig,
+    metrics: &RuntimeMetrics,
+    weak: &Arc<std::sync::OnceLock<WeakHandle>>,
+) -> (Arc<DeploymentEntry>, (ActorHandle, Duration)) {
+    let dm = metrics.deployment(&d.name);
+    let router = Router::new(
+        d.name.clone(),
+        Limits {
+            max_queued: config.max_queued_requests,
+            request_timeout: config.request_timeout,
+        },
+        dm.clone(),
+    );
+    let status = Arc::new(Mutex::new(DeploymentStatus::new(&d.name)));
+    let entry = Arc::new(DeploymentEntry::new(
+        d.name.clone(),
+        d.exposed,
+        router.clone(),
+        status.clone(),
+        d.version.clone(),
+    ));
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let grace = config.graceful_shutdown_timeout;
+    let actor = Actor {
+        stages: metrics.stages(&d.name),
+        name: d.name.clone(),
+        backend: d.backend,
+        target: config.initial_replicas(),
+        autoscaler: config.autoscaling.clone().map(Autoscaler::new),
+        config,
+        version: 1,
+        router,
+        status,
+        metrics: dm,
+        replicas: Vec::new(),
+        next_no: 0,
+        failures: 0,
+        last_start_failed: false,
+        next_start: Instant::now(),
+        restarts: 0,
+        last_error: None,
+        start_error: None,
+        ever_ready: false,
+        info: None,
+        stopping: false,
+        published: None,
+        stopping_replicas: Vec::new(),
+        events: ev_tx,
+        handle: weak.clone(),
+    };
+    let task = tokio::spawn(actor.run(ctl_rx, ev_rx));
+    (
+        entry,
+        (
+            ActorHandle {
+                name: d.name,
+                control: ctl_tx,
+                task,
+            },
+            grace,
+        ),
+    )
 }
 
 enum Event {

@@ -22,6 +22,8 @@ pub struct Deployment {
     /// Whether clients reach it (listed, routed); internal deployments are reached only by
     /// other deployments through handles.
     pub(crate) exposed: bool,
+    /// The model version served (a repository's version directory), if versioned.
+    pub(crate) version: Option<String>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -58,6 +60,7 @@ impl Deployment {
             backend,
             options: DeploymentOptions::default(),
             exposed: true,
+            version: None,
         }
     }
 
@@ -154,6 +157,13 @@ impl Deployment {
     /// deployments do, through handles (Ray Serve's deployments other than the ingress).
     pub fn exposed(mut self, exposed: bool) -> Self {
         self.exposed = exposed;
+        self
+    }
+
+    /// The version this deployment serves (Triton's model version: listed in metadata, set
+    /// in responses, and the only one `/versions/{v}` routes accept). Unversioned by default.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
         self
     }
 

@@ -39,9 +39,17 @@ impl From<ProtocolError> for ModelError {
 /// answer several requests (a refused queue, a failed batch).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InferError {
-    /// No deployment has this name.
-    #[error("Model with name {0} does not exist.")]
+    /// No deployment has this name (Triton's wording, which tritonclient's examples check).
+    #[error("Request for unknown model: '{0}' is not found")]
     ModelNotFound(String),
+    /// The model exists, but not in the version asked for.
+    #[error("Request for unknown model: '{name}' version {version} is not found")]
+    VersionNotFound {
+        /// Deployment name.
+        name: String,
+        /// The version asked for.
+        version: String,
+    },
     /// The deployment exists but has no ready model.
     #[error("Model with name {name} is not ready.{}", detail.as_ref().map(|d| format!(" {d}")).unwrap_or_default())]
     ModelNotReady {
@@ -83,7 +91,7 @@ impl InferError {
     /// A short, stable name for metric labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            InferError::ModelNotFound(_) => "model_not_found",
+            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => "model_not_found",
             InferError::ModelNotReady { .. } => "model_not_ready",
             InferError::InvalidInput(_) => "invalid_input",
             InferError::Unavailable(_) => "unavailable",

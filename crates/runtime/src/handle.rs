@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,21 +23,37 @@ pub(crate) struct DeploymentEntry {
     exposed: bool,
     router: Router,
     status: Arc<Mutex<DeploymentStatus>>,
+    /// The version served, if versioned; changed by an update.
+    version: arc_swap::ArcSwapOption<String>,
 }
 
 impl DeploymentEntry {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn new(
         name: String,
         exposed: bool,
         router: Router,
         status: Arc<Mutex<DeploymentStatus>>,
+        version: Option<String>,
     ) -> Self {
         DeploymentEntry {
             name,
             exposed,
             router,
             status,
+            version: arc_swap::ArcSwapOption::from_pointee(version),
         }
+    }
+
+    pub(crate) fn set_version(&self, version: Option<String>) {
+        self.version.store(version.map(Arc::new));
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version.load().as_deref().cloned()
     }
 }
 
@@ -114,10 +132,32 @@ pub struct Handle {
 }
 
 struct Inner {
+    /// The deployments, replaced whole (by the controller) when one is added or removed, so
+    /// the request path reads it without a lock.
+    table: ArcSwap<Table>,
+}
+
+/// The deployments at one moment.
+#[derive(Default)]
+struct Table {
     /// Deployments in registration order.
-    deployments: Vec<DeploymentEntry>,
+    deployments: Vec<Arc<DeploymentEntry>>,
     /// Index into `deployments` by name.
     by_name: HashMap<String, usize>,
+}
+
+impl Table {
+    fn new(deployments: Vec<Arc<DeploymentEntry>>) -> Self {
+        let by_name = deployments
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        Table {
+            deployments,
+            by_name,
+        }
+    }
 }
 
 impl std::fmt::Debug for Handle {
@@ -146,31 +186,63 @@ impl Handle {
         WeakHandle(Arc::downgrade(&self.inner))
     }
 
-    pub(crate) fn new(deployments: Vec<DeploymentEntry>) -> Self {
-        let by_name = deployments
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect();
+    pub(crate) fn new(deployments: Vec<Arc<DeploymentEntry>>) -> Self {
         Handle {
             inner: Arc::new(Inner {
-                deployments,
-                by_name,
+                table: ArcSwap::from_pointee(Table::new(deployments)),
             }),
         }
     }
 
+    /// Replaces the table with `change` applied to a copy of its deployments. Only the
+    /// controller calls this, one change at a time.
+    pub(crate) fn publish(&self, change: impl FnOnce(&mut Vec<Arc<DeploymentEntry>>)) {
+        let mut deployments = self.inner.table.load().deployments.clone();
+        change(&mut deployments);
+        self.inner.table.store(Arc::new(Table::new(deployments)));
+    }
+
+    /// Records the version a deployment serves after an update (the controller's).
+    pub(crate) fn set_version(&self, name: &str, version: Option<String>) {
+        if let Ok(entry) = self.any_entry(name) {
+            entry.set_version(version);
+        }
+    }
+
+    /// Checks a version asked for (Triton's `model_version`, `/versions/{v}`): empty means the
+    /// one served; anything else must be a number and the version served.
+    pub fn check_version(&self, name: &str, version: &str) -> Result<(), InferError> {
+        let entry = self.entry(name)?;
+        if version.is_empty() {
+            return Ok(());
+        }
+        if version.parse::<i64>().is_err() {
+            return Err(InferError::InvalidInput(format!(
+                "failed to get model version from specified version string '{version}'"
+            )));
+        }
+        if entry.version().as_deref() == Some(version) {
+            Ok(())
+        } else {
+            Err(InferError::VersionNotFound {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            })
+        }
+    }
+
     /// Any deployment, internal ones included.
-    fn any_entry(&self, name: &str) -> Result<&DeploymentEntry, InferError> {
-        self.inner
+    fn any_entry(&self, name: &str) -> Result<Arc<DeploymentEntry>, InferError> {
+        let table = self.inner.table.load();
+        table
             .by_name
             .get(name)
-            .map(|&i| &self.inner.deployments[i])
+            .map(|&i| table.deployments[i].clone())
             .ok_or_else(|| InferError::ModelNotFound(name.to_owned()))
     }
 
     /// A deployment clients may reach: internal ones are not found.
-    fn entry(&self, name: &str) -> Result<&DeploymentEntry, InferError> {
+    fn entry(&self, name: &str) -> Result<Arc<DeploymentEntry>, InferError> {
         self.any_entry(name)
             .ok()
             .filter(|e| e.exposed)
@@ -185,6 +257,8 @@ impl Handle {
     /// Names of the deployments clients reach, ready or not, in registration order.
     pub fn model_names(&self) -> Vec<String> {
         self.inner
+            .table
+            .load()
             .deployments
             .iter()
             .filter(|d| d.exposed)
@@ -205,7 +279,7 @@ impl Handle {
 
     /// The state of a model.
     pub fn status(&self, name: &str) -> Result<ModelStatus, InferError> {
-        Ok(entry_status(self.entry(name)?))
+        Ok(entry_status(&*self.entry(name)?))
     }
 
     /// Whether a model can serve: it has a running replica, or is scaled to zero and starts
@@ -217,6 +291,8 @@ impl Handle {
     /// Whether every deployment, internal ones included, is ready.
     pub async fn server_ready(&self) -> bool {
         self.inner
+            .table
+            .load()
             .deployments
             .iter()
             .all(|d| entry_status(d) == ModelStatus::Ready)
@@ -232,7 +308,7 @@ impl Handle {
         })?;
         Ok(ModelMetadata {
             name: entry.name.clone(),
-            versions: None,
+            versions: entry.version().map(|v| vec![v]),
             platform: info.platform,
             inputs: info.inputs,
             outputs: info.outputs,
@@ -255,6 +331,8 @@ impl Handle {
     /// Status snapshots of every deployment, with live request counts.
     pub fn deployment_statuses(&self) -> Vec<DeploymentStatus> {
         self.inner
+            .table
+            .load()
             .deployments
             .iter()
             .map(|d| {
@@ -276,7 +354,7 @@ impl Handle {
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
         let entry = self.entry(name)?;
-        self.call_entry(entry, name, payload, ctx).await
+        self.call_entry(&entry, name, payload, ctx).await
     }
 
     /// [`infer`](Handle::infer) on any deployment, internal ones included: the path of calls
@@ -289,7 +367,7 @@ impl Handle {
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
         let entry = self.any_entry(name)?;
-        self.call_entry(entry, name, payload, ctx).await
+        self.call_entry(&entry, name, payload, ctx).await
     }
 
     async fn call_entry(
@@ -314,7 +392,10 @@ impl Handle {
         entry.router.record(called.is_ok(), started.elapsed());
         let prediction = called?;
         match (v2_request, prediction) {
-            (Some((id, requested)), Prediction::V2(resp)) => {
+            (Some((id, requested)), Prediction::V2(mut resp)) => {
+                if resp.model_version.is_none() {
+                    resp.model_version = entry.version();
+                }
                 finish_v2(resp, name, id, &requested).map(Prediction::V2)
             }
             (None, Prediction::V1(body)) => Ok(Prediction::V1(body)),
