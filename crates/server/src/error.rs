@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The feature is not there.
     #[error("{0}")]
     NotImplemented(String),
+    /// A restricted API without its key.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -46,7 +49,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Infer(e) => match e {
-                InferError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
                 InferError::ModelNotReady { .. }
                 | InferError::Unavailable(_)
                 | InferError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,6 +65,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -69,7 +75,9 @@ impl ApiError {
 pub fn grpc_status(e: &InferError) -> tonic::Status {
     let msg = e.to_string();
     match e {
-        InferError::ModelNotFound(_) => tonic::Status::not_found(msg),
+        InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+            tonic::Status::not_found(msg)
+        }
         InferError::InvalidInput(_) => tonic::Status::invalid_argument(msg),
         InferError::ModelNotReady { .. }
         | InferError::Unavailable(_)

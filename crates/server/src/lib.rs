@@ -12,6 +12,7 @@ pub mod grpc;
 mod listen;
 mod metrics;
 mod model_info;
+pub mod repository;
 mod rest;
 
 use std::sync::Arc;
@@ -58,6 +59,10 @@ pub struct ServerConfig {
     /// Whether `GET /-/status` (every deployment, replica and last error) is served; when
     /// not, it answers 404, like any unknown route.
     pub status_route: bool,
+    /// The header (and value) the model-repository API needs over HTTP, if restricted.
+    pub http_restricted: Option<repository::Restriction>,
+    /// The metadata key (and value) the model-repository RPCs need over gRPC, if restricted.
+    pub grpc_restricted: Option<repository::Restriction>,
 }
 
 impl Default for ServerConfig {
@@ -72,12 +77,19 @@ impl Default for ServerConfig {
             max_concurrent_streams: 256,
             max_header_list_bytes: 16 * 1024,
             status_route: true,
+            http_restricted: None,
+            grpc_restricted: None,
         }
     }
 }
 
 /// Protocol extensions this server implements, as listed in server metadata.
-const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
+const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
 
 /// Server metadata, the same over REST and gRPC.
 pub fn server_metadata() -> ferroserve_protocol::v2::ServerMetadata {
@@ -99,6 +111,8 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// The registry `/metrics` encodes (runtime and ingress metrics).
     pub registry: Arc<Registry>,
+    /// The model repository, when the server serves one (else the configured deployments).
+    pub repository: Option<Arc<dyn repository::ModelRepository>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -7,21 +7,32 @@ use serde_json::json;
 use crate::grpc::{config_datatype, pb};
 
 /// The model's configuration in Triton's shape: inputs and outputs from its metadata, one
-/// CPU instance group with the replica count, no batching.
+/// CPU instance group with the replica count; with tensor batching on, `max_batch_size` is the
+/// batcher's and the dims leave out the batch dimension (Triton's convention).
 pub fn model_config(handle: &Handle, name: &str) -> Result<pb::ModelConfig, InferError> {
     let meta = handle.metadata(name)?;
-    let replicas = handle.deployment_status(name)?.target_replicas;
+    let status = handle.deployment_status(name)?;
+    let replicas = status.target_replicas;
+    let max_batch_size = status
+        .batching
+        .as_ref()
+        .filter(|b| b.kind == "tensor")
+        .map_or(0, |b| b.max_batch_size);
+    let dims = |shape: &[i64]| match shape.split_first() {
+        Some((_, rest)) if max_batch_size > 0 => rest.to_vec(),
+        _ => shape.to_vec(),
+    };
     Ok(pb::ModelConfig {
         name: meta.name,
         platform: meta.platform,
-        max_batch_size: 0,
+        max_batch_size: i32::try_from(max_batch_size).unwrap_or(i32::MAX),
         input: meta
             .inputs
             .iter()
             .map(|t| pb::ModelInput {
                 name: t.name.clone(),
                 data_type: config_datatype(t.datatype) as i32,
-                dims: t.shape.clone(),
+                dims: dims(&t.shape),
             })
             .collect(),
         output: meta
@@ -30,7 +41,7 @@ pub fn model_config(handle: &Handle, name: &str) -> Result<pb::ModelConfig, Infe
             .map(|t| pb::ModelOutput {
                 name: t.name.clone(),
                 data_type: config_datatype(t.datatype) as i32,
-                dims: t.shape.clone(),
+                dims: dims(&t.shape),
             })
             .collect(),
         instance_group: vec![pb::ModelInstanceGroup {

@@ -35,11 +35,23 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/stats", get(model_stats))
         .route("/v2/models/stats", get(all_stats))
-        .route("/v2/models/{name}/versions/{version}", get(versioned))
-        .route("/v2/models/{name}/versions/{version}/ready", get(versioned))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(versioned_metadata),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(versioned_ready),
+        )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
-            post(versioned),
+            post(versioned_infer),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository_unload),
         )
         .route("/-/status", get(admin_status))
         .fallback(not_found)
@@ -149,18 +161,37 @@ async fn model_metadata(State(s): State<AppState>, Path(name): Path<String>) -> 
     }
 }
 
-async fn versioned(
+/// `GET /v2/models/{name}/versions/{version}`: the version served (a repository model's).
+async fn versioned_metadata(
     State(s): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    // Unknown model first, so the error says what is really wrong.
-    if let Err(e) = s.handle.status(&name) {
+    if let Err(e) = s.handle.check_version(&name, &version) {
         return ApiError::from(e).into_response();
     }
-    ApiError::NotFound(format!(
-        "model '{name}' has no version '{version}': ferroserve models are unversioned, use /v2/models/{name}"
-    ))
-    .into_response()
+    model_metadata(State(s), Path(name)).await
+}
+
+async fn versioned_ready(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = s.handle.check_version(&name, &version) {
+        return ApiError::from(e).into_response();
+    }
+    readiness(&s, &name).await.into_response()
+}
+
+async fn versioned_infer(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = s.handle.check_version(&name, &version) {
+        return ApiError::from(e).into_response();
+    }
+    infer(State(s), Path(name), headers, body).await
 }
 
 /// Admin route read by `ferroserve status`: every deployment and its replicas; 404 when the
@@ -340,3 +371,100 @@ async fn v2_infer(
 }
 
 use bytes::Bytes;
+
+/// Answers 403 when the model-repository API is restricted and the header is missing or wrong.
+fn restricted(s: &AppState, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(r) = &s.config.http_restricted else {
+        return Ok(());
+    };
+    let value = headers.get(r.header.as_str()).and_then(|v| v.to_str().ok());
+    r.check(value).map_err(ApiError::Forbidden)
+}
+
+/// The JSON body of a repository request, if any (`{}` when empty).
+fn repository_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn repository_error(e: &crate::repository::RepositoryError) -> Response {
+    ApiError::BadRequest(e.to_string()).into_response()
+}
+
+/// Triton's `POST /v2/repository/index`: every model with its state.
+async fn repository_index(
+    State(s): State<AppState>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = restricted(&s, &headers) {
+        return e.into_response();
+    }
+    let body = match repository_body(&body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let ready_only = body.get("ready").and_then(serde_json::Value::as_bool) == Some(true);
+    Json(crate::repository::index(&s, ready_only).await).into_response()
+}
+
+/// `POST /v2/repository/models/{name}/load`, with an optional config override
+/// (`{"parameters": {"config": "<JSON model configuration>"}}`).
+async fn repository_load(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = restricted(&s, &headers) {
+        return e.into_response();
+    }
+    let body = match repository_body(&body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let files = body
+        .get("parameters")
+        .and_then(serde_json::Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if let Err(e) = crate::repository::refuse_files(&name, files.into_iter()) {
+        return repository_error(&e);
+    }
+    let config = match body.pointer("/parameters/config") {
+        None => None,
+        Some(serde_json::Value::String(c)) => Some(c.as_str()),
+        Some(_) => {
+            return ApiError::BadRequest(format!(
+                "failed to load '{name}': parameters.config must be a string holding the model configuration as JSON"
+            ))
+            .into_response();
+        }
+    };
+    match crate::repository::load(&s, &name, config).await {
+        Ok(()) => Json(json!({ "name": name, "load": true })).into_response(),
+        Err(e) => repository_error(&e),
+    }
+}
+
+/// `POST /v2/repository/models/{name}/unload`.
+async fn repository_unload(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = restricted(&s, &headers) {
+        return e.into_response();
+    }
+    if let Err(e) = repository_body(&body) {
+        return e.into_response();
+    }
+    match crate::repository::unload(&s, &name).await {
+        Ok(()) => Json(json!({ "name": name, "unload": true })).into_response(),
+        Err(e) => repository_error(&e),
+    }
+}

@@ -82,7 +82,10 @@ async fn health_and_metadata() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(err.message(), "Model with name nope does not exist.");
+    assert_eq!(
+        err.message(),
+        "Request for unknown model: 'nope' is not found"
+    );
 }
 
 #[tokio::test]
@@ -361,7 +364,7 @@ async fn a_stream_is_answered_in_order_and_survives_errors() {
         match reply.infer_response {
             Some(resp) => seen.push((resp.id, resp.raw_output_contents[0][0])),
             None => {
-                assert!(reply.error_message.contains("does not exist"));
+                assert!(reply.error_message.contains("is not found"));
                 seen.push(("error".into(), 0));
             }
         }
@@ -473,17 +476,21 @@ async fn config_statistics_and_repository() {
         model_name: "nope".into(),
         ..Default::default()
     };
-    assert_eq!(
-        c.repository_model_load(missing).await.unwrap_err().code(),
-        Code::NotFound
+    let err = c.repository_model_load(missing).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("failed to load 'nope'"),
+        "{err:?}"
     );
     let unload = pb::RepositoryModelUnloadRequest {
         model_name: "identity".into(),
         ..Default::default()
     };
-    assert_eq!(
-        c.repository_model_unload(unload).await.unwrap_err().code(),
-        Code::FailedPrecondition
+    let err = c.repository_model_unload(unload).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("not unloaded at run time"),
+        "{err:?}"
     );
 
     // The same over REST, in Triton's JSON shapes.

@@ -117,7 +117,10 @@ async fn unknown_models_and_routes_are_404_with_an_error_body() {
             .await,
     ] {
         assert_eq!(status, 404);
-        assert_eq!(error_of(&body), "Model with name nope does not exist.");
+        assert_eq!(
+            error_of(&body),
+            "Request for unknown model: 'nope' is not found"
+        );
     }
     let (status, body) = s.get("/v3/whatever").await;
     assert_eq!(status, 404);
@@ -129,9 +132,16 @@ async fn unknown_models_and_routes_are_404_with_an_error_body() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    // An unversioned deployment has no version 1; a version must be a number (Triton's words).
     let (status, body) = s.get("/v2/models/identity/versions/1").await;
     assert_eq!(status, 404);
-    assert!(error_of(&body).contains("unversioned"));
+    assert_eq!(
+        error_of(&body),
+        "Request for unknown model: 'identity' version 1 is not found"
+    );
+    let (status, body) = s.get("/v2/models/identity/versions/latest").await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("from specified version string 'latest'"));
     let (status, _) = s.post("/v1/models/identity:explain", "{}").await;
     assert_eq!(status, 501);
 }

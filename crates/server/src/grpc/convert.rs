@@ -124,6 +124,13 @@ fn contents_bytes(
 /// A `ModelInferRequest` → an `InferRequest`, with every size checked.
 pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, ProtocolError> {
     let raw = !req.raw_input_contents.is_empty();
+    if let Some(input) = req.inputs.iter().find(|i| raw && i.contents.is_some()) {
+        // Triton's wording, which its example clients check.
+        return Err(invalid(format!(
+            "contents field must not be specified when using raw_input_contents for '{}' for model '{}'",
+            input.name, req.model_name
+        )));
+    }
     if raw && req.raw_input_contents.len() != req.inputs.len() {
         return Err(invalid(format!(
             "the request has {} inputs but {} raw_input_contents",
@@ -140,13 +147,7 @@ pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, Protocol
             .map_err(|e| invalid(format!("input '{}': {e}", input.name)))?;
         let shape = shape_from(&input.name, &input.shape)?;
         let data = match (raws.next(), input.contents) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(format!(
-                    "input '{}': contents must not be set when raw_input_contents are used",
-                    input.name
-                )));
-            }
-            (Some(bytes), None) => bytes,
+            (Some(bytes), _) => bytes,
             (None, Some(c)) => contents_bytes(&input.name, datatype, c)?,
             (None, None) => {
                 return Err(invalid(format!("input '{}' has no contents", input.name)));

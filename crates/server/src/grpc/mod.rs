@@ -14,7 +14,7 @@ mod codec;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use ferroserve_runtime::{InferError, ModelStatus, Payload, Prediction, RequestContext};
+use ferroserve_runtime::{InferError, Payload, Prediction, RequestContext};
 use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -133,10 +133,26 @@ fn context<T>(req: &Request<T>) -> RequestContext {
 }
 
 impl InferenceService {
+    /// PERMISSION_DENIED when the repository RPCs are restricted and the metadata key is
+    /// missing or wrong.
+    #[allow(clippy::result_large_err)]
+    fn restricted<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(r) = &self.state.config.grpc_restricted else {
+            return Ok(());
+        };
+        let value = req
+            .metadata()
+            .get(r.header.as_str())
+            .and_then(|v| v.to_str().ok());
+        r.check(value).map_err(Status::permission_denied)
+    }
+}
+
+impl InferenceService {
     /// Runs one inference request; the error is already a gRPC status.
     async fn infer(
         &self,
-        req: pb::ModelInferRequest,
+        mut req: pb::ModelInferRequest,
         ctx: RequestContext,
         deadline: Option<Duration>,
     ) -> Result<pb::ModelInferResponse, Status> {
@@ -147,7 +163,9 @@ impl InferenceService {
         if let Some(d) = deadline {
             ctx.deadline = Some(started + d);
         }
+        let version = std::mem::take(&mut req.model_version);
         let result = async {
+            self.state.handle.check_version(&name, &version)?;
             let request = convert::request_from(req).map_err(InferError::from)?;
             let work = self.state.handle.infer(&name, Payload::V2(request), ctx);
             let prediction = match deadline {
@@ -207,12 +225,16 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let ready = self
-            .state
-            .handle
-            .model_ready(&req.get_ref().name)
-            .await
-            .map_err(|e| grpc_status(&e))?;
+        // An unknown (e.g. unloaded) model is not ready, as Triton answers: tritonclient's
+        // `is_model_ready` raises on an error status instead of returning false.
+        let r = req.get_ref();
+        let ready = self.state.handle.check_version(&r.name, &r.version).is_ok()
+            && self
+                .state
+                .handle
+                .model_ready(&r.name)
+                .await
+                .unwrap_or(false);
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -232,10 +254,15 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = req.get_ref();
+        self.state
+            .handle
+            .check_version(&r.name, &r.version)
+            .map_err(|e| grpc_status(&e))?;
         let m = self
             .state
             .handle
-            .metadata(&req.get_ref().name)
+            .metadata(&r.name)
             .map_err(|e| grpc_status(&e))?;
         Ok(Response::new(pb::ModelMetadataResponse {
             name: m.name,
@@ -356,80 +383,75 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        let only_ready = req.get_ref().ready;
-        let models = self
-            .state
-            .handle
-            .model_names()
+        self.restricted(&req)?;
+        let models = crate::repository::index(&self.state, req.get_ref().ready)
+            .await
             .into_iter()
-            .filter_map(|name| {
-                let (state, reason) = match self.state.handle.status(&name).ok()? {
-                    ModelStatus::Ready => ("READY", String::new()),
-                    ModelStatus::Loading => ("LOADING", String::new()),
-                    ModelStatus::Failed(why) => ("UNAVAILABLE", why),
-                    ModelStatus::Stopped => ("UNAVAILABLE", "shutting down".to_owned()),
-                };
-                (!only_ready || state == "READY").then(|| {
-                    pb::repository_index_response::ModelIndex {
-                        name,
-                        version: String::new(),
-                        state: state.to_owned(),
-                        reason,
-                    }
-                })
+            .map(|m| pb::repository_index_response::ModelIndex {
+                name: m.name,
+                version: m.version,
+                state: m.state,
+                reason: m.reason,
             })
             .collect();
         Ok(Response::new(pb::RepositoryIndexResponse { models }))
     }
 
-    /// Deployments come from the configuration: "loading" one reports whether it is ready.
     async fn repository_model_load(
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.restricted(&req)?;
         let r = req.into_inner();
         let name = if r.model_name.is_empty() {
             r.repository_name
         } else {
             r.model_name
         };
-        match self
-            .state
-            .handle
-            .status(&name)
-            .map_err(|e| grpc_status(&e))?
+        crate::repository::refuse_files(&name, r.parameters.keys().map(String::as_str))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let config = match r
+            .parameters
+            .get("config")
+            .and_then(|p| p.parameter_choice.as_ref())
         {
-            ModelStatus::Ready => Ok(Response::new(pb::RepositoryModelLoadResponse {
-                model_name: name,
-                is_loaded: true,
-            })),
-            ModelStatus::Failed(why) => Err(Status::unavailable(format!(
-                "model {name} failed to load: {why}"
-            ))),
-            _ => Err(Status::unavailable(format!(
-                "model {name} is not ready yet"
-            ))),
-        }
+            None => None,
+            Some(pb::model_repository_parameter::ParameterChoice::StringParam(c)) => {
+                Some(c.clone())
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "failed to load '{name}': the 'config' parameter must be a string holding the model configuration as JSON"
+                )));
+            }
+        };
+        crate::repository::load(&self.state, &name, config.as_deref())
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {
+            model_name: name,
+            is_loaded: true,
+        }))
     }
 
-    /// Deployments come from the configuration and are not unloaded at run time.
     async fn repository_model_unload(
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.restricted(&req)?;
         let r = req.into_inner();
         let name = if r.model_name.is_empty() {
             r.repository_name
         } else {
             r.model_name
         };
-        self.state
-            .handle
-            .status(&name)
-            .map_err(|e| grpc_status(&e))?;
-        Err(Status::failed_precondition(format!(
-            "model {name} is a configured deployment; ferroserve does not unload deployments at run time"
-        )))
+        crate::repository::unload(&self.state, &name)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {
+            model_name: name,
+            is_unloaded: true,
+        }))
     }
 }
 

@@ -39,6 +39,7 @@ impl TestServer {
             config: Arc::new(config),
             metrics,
             registry: Arc::new(registry),
+            repository: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
