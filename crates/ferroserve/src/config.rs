@@ -10,6 +10,7 @@ use ferroserve_python::PythonSpec;
 use crate::applications::{self, ApplicationFile};
 use ferroserve_runtime::DeploymentOptions;
 use ferroserve_runtime::graph::GraphSpec;
+use ferroserve_server::repository::Restriction;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -121,6 +122,12 @@ pub struct Config {
     pub status_route: bool,
     /// Deployments, in file order.
     pub deployments: Vec<DeploymentConfig>,
+    /// A model repository served beside them (`--model-repository`).
+    pub repository: Option<crate::repository::RepositoryOptions>,
+    /// The header the model-repository API needs over HTTP (`--http-restricted-api`).
+    pub http_restricted: Option<Restriction>,
+    /// The metadata key the repository RPCs need over gRPC (`--grpc-restricted-protocol`).
+    pub grpc_restricted: Option<Restriction>,
 }
 
 /// A deployment: what to serve, and how.
@@ -150,6 +157,13 @@ pub enum ModelKind {
     Python(PythonSpec),
     /// An inference graph over other deployments.
     Graph(Arc<GraphSpec>),
+    /// An ONNX model run by the built-in ONNX Runtime backend.
+    Onnx {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// Intra-op threads per replica; `None`: the cores shared among the replicas.
+        intra_op_threads: Option<usize>,
+    },
 }
 
 /// `runtime_env` of a Python deployment, as written (Ray Serve's names).
@@ -224,6 +238,9 @@ impl Config {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_header_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
             status_route: true,
+            repository: None,
+            http_restricted: None,
+            grpc_restricted: None,
             deployments: vec![
                 DeploymentConfig {
                     name: "iris".into(),
@@ -242,6 +259,14 @@ impl Config {
                     exposed: true,
                 },
             ],
+        }
+    }
+
+    /// No deployments, the default settings: what a model repository (or `--model`) fills.
+    pub fn empty() -> Self {
+        Config {
+            deployments: Vec::new(),
+            ..Self::default_example()
         }
     }
 
@@ -291,6 +316,28 @@ impl Config {
                 Some(serde_json::Value::Bool(b)) => b,
                 Some(_) => bail!("{at}.exposed: true or false"),
             };
+            if let Some(onnx) = fields.remove("onnx") {
+                let serde_json::Value::String(path) = onnx else {
+                    bail!("{at}.onnx: the path of a .onnx file is required");
+                };
+                if fields.contains_key("model")
+                    || fields.contains_key("python")
+                    || weights.is_some()
+                {
+                    bail!("{at}: set one of 'model', 'python' or 'onnx'");
+                }
+                let intra_op_threads = take_threads(&at, &mut fields)?;
+                deployments.push(DeploymentConfig {
+                    options: deployment_options(&at, fields)?,
+                    name,
+                    model: ModelKind::Onnx {
+                        path: base.join(path),
+                        intra_op_threads,
+                    },
+                    exposed,
+                });
+                continue;
+            }
             let python = fields.remove("python");
             let runtime_env = fields.remove("runtime_env");
             let model = match (fields.remove("model"), python) {
@@ -430,6 +477,9 @@ impl Config {
                 .max_header_list_bytes
                 .unwrap_or(DEFAULT_MAX_HEADER_LIST_BYTES),
             status_route: file.status_route.unwrap_or(true),
+            repository: None,
+            http_restricted: None,
+            grpc_restricted: None,
             http_port: file.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             grpc_port: file.grpc_port.unwrap_or(DEFAULT_GRPC_PORT),
             max_request_bytes: file.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
@@ -449,8 +499,22 @@ pub fn seconds(field: &str, secs: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `intra_op_threads` of an ONNX deployment: a whole number from 1 to 256.
+pub(crate) fn take_threads(
+    at: &str,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Option<usize>> {
+    match fields.remove("intra_op_threads") {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=256) => Ok(Some(n as usize)),
+            _ => bail!("{at}.intra_op_threads: {v} must be a whole number from 1 to 256"),
+        },
+    }
+}
+
 /// The remaining fields of a deployment: Ray Serve's options.
-fn deployment_options(
+pub(crate) fn deployment_options(
     at: &str,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<DeploymentOptions> {

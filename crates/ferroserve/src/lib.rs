@@ -4,5 +4,6 @@
 pub mod applications;
 pub mod config;
 pub mod models;
+pub mod repository;
 pub mod server;
 pub mod status;

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ferroserve::config::{Config, seconds};
+use ferroserve::repository::{ControlMode, RepositoryOptions, single_model};
+use ferroserve_runtime::DeploymentOptions;
+use ferroserve_server::repository::Restriction;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -20,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve models: the iris example and `identity` unless a config file says otherwise.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show each deployment and replica of a running server.
     Status(StatusArgs),
 }
@@ -79,6 +82,49 @@ struct ServeArgs {
     /// Do not serve `GET /-/status` (deployments, replicas, last errors): it answers 404.
     #[arg(long)]
     no_status_route: bool,
+    /// Serve a model repository: every DIR/<name>/<version>/model.onnx and DIR/<name>/model.py,
+    /// each with an optional DIR/<name>/config.yaml (beside the config file's deployments, if
+    /// any; instead of the default example otherwise).
+    #[arg(
+        long,
+        alias = "model_repository",
+        alias = "model-store",
+        value_name = "DIR"
+    )]
+    model_repository: Option<PathBuf>,
+    /// Serve one model file (.onnx, or .py with one model class) under --name.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "name",
+        conflicts_with = "model_repository"
+    )]
+    model: Option<PathBuf>,
+    /// The name of the model given by --model.
+    #[arg(long, requires = "model")]
+    name: Option<String>,
+    /// When repository models load (Triton's): `none` all at start, `explicit` only those
+    /// given by --load-model and then on request, `poll` at start and whenever the repository
+    /// changes.
+    #[arg(long, value_enum, default_value = "none", alias = "model_control_mode")]
+    model_control_mode: ControlMode,
+    /// With --model-control-mode=explicit: a model to load at start (repeat; `*` for all).
+    #[arg(long, alias = "load_model")]
+    load_model: Vec<String>,
+    /// With --model-control-mode=poll: seconds between reads of the repository.
+    #[arg(long, default_value_t = 15.0, alias = "repository_poll_secs")]
+    repository_poll_secs: f64,
+    /// Restrict the model-repository API over HTTP to requests with this header:
+    /// `model-repository:KEY=VALUE` (Triton's); others get 403.
+    #[arg(long, value_name = "model-repository:KEY=VALUE")]
+    http_restricted_api: Option<String>,
+    /// Restrict the model-repository RPCs over gRPC to calls with this metadata:
+    /// `model-repository:KEY=VALUE` (Triton's); others get PERMISSION_DENIED.
+    #[arg(long, value_name = "model-repository:KEY=VALUE")]
+    grpc_restricted_protocol: Option<String>,
+    /// The Python interpreter of repository Python models without a runtime_env.
+    #[arg(long, env = "FERROSERVE_PYTHON", value_name = "PATH")]
+    python: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,16 +137,49 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Status(args) => status(args),
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(python) = &args.python {
+        ferroserve_onnx::library::use_python(python.clone());
+    }
+    let models_without_code = args.model_repository.is_some() || args.model.is_some();
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
+        None if models_without_code => Config::empty(),
         None => Config::default_example(),
     };
+    if let (Some(file), Some(name)) = (&args.model, &args.name) {
+        config.deployments.push(single_model(
+            file,
+            name,
+            args.python.clone(),
+            DeploymentOptions::default(),
+        )?);
+    }
+    if let Some(root) = &args.model_repository {
+        if !root.is_dir() {
+            anyhow::bail!("--model-repository {}: not a directory", root.display());
+        }
+        config.repository = Some(RepositoryOptions {
+            root: root.clone(),
+            mode: args.model_control_mode,
+            startup_models: args.load_model.clone(),
+            poll_interval: seconds("--repository-poll-secs", args.repository_poll_secs)?,
+            python: args.python.clone(),
+        });
+    }
+    let restriction = |flag: &str, spec: &Option<String>| -> anyhow::Result<Option<Restriction>> {
+        spec.as_deref()
+            .map(|s| Restriction::parse(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+            .transpose()
+    };
+    config.http_restricted = restriction("--http-restricted-api", &args.http_restricted_api)?;
+    config.grpc_restricted =
+        restriction("--grpc-restricted-protocol", &args.grpc_restricted_protocol)?;
     if let Some(p) = args.http_port {
         config.http_port = p;
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ferroserve_example_iris::{IrisModel, WeightsSource};
+use ferroserve_onnx::{OnnxModel, OnnxOptions, default_intra_op_threads};
 use ferroserve_python::PythonBackend;
 use ferroserve_runtime::graph::GraphModel;
 use ferroserve_runtime::{Deployment, Identity};
@@ -22,6 +23,24 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
         ModelKind::Graph(spec) => {
             let spec = spec.clone();
             Deployment::new(d.name.clone(), move || GraphModel::new(spec.clone()))
+        }
+        ModelKind::Onnx {
+            path,
+            intra_op_threads,
+        } => {
+            let replicas = d
+                .options
+                .autoscaling_config
+                .as_ref()
+                .and_then(|a| a.max_replicas)
+                .or(d.options.num_replicas)
+                .unwrap_or(1);
+            let options = OnnxOptions {
+                path: path.clone(),
+                intra_op_threads: intra_op_threads
+                    .unwrap_or_else(|| default_intra_op_threads(replicas)),
+            };
+            Deployment::new(d.name.clone(), move || OnnxModel::new(options.clone()))
         }
         ModelKind::Python(spec) => {
             Deployment::from_backend(d.name.clone(), Arc::new(PythonBackend::new(spec.clone())))

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::models::deployment;
+use crate::repository::{ControlMode, Repository, RepositoryOptions};
 
 /// The sockets a server listens on.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let deployments = config.deployments.iter().map(deployment).collect();
+    let deployments: Vec<_> = config.deployments.iter().map(deployment).collect();
     let server = ServerConfig {
         max_request_bytes: config.max_request_bytes,
         max_grpc_message_bytes: config.max_grpc_message_bytes,
@@ -40,8 +41,17 @@ pub async fn run(
         max_concurrent_streams: config.max_concurrent_streams,
         max_header_list_bytes: config.max_header_list_bytes,
         status_route: config.status_route,
+        http_restricted: config.http_restricted.clone(),
+        grpc_restricted: config.grpc_restricted.clone(),
     };
-    serve_deployments(deployments, server, listeners, shutdown).await
+    serve(
+        deployments,
+        config.repository.clone(),
+        server,
+        listeners,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves any deployments (e.g. of your own Rust models) until `shutdown` completes, with
@@ -70,15 +80,40 @@ pub async fn serve_deployments(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve(deployments, None, server, listeners, shutdown).await
+}
+
+/// Serves `deployments` and, with `repository`, the models of a model repository: those to
+/// load at start are loaded (each reported as loaded or why not) before the ports answer.
+async fn serve(
+    deployments: Vec<Deployment>,
+    repository: Option<RepositoryOptions>,
+    server: ServerConfig,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let runtime_metrics = RuntimeMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
     let (controller, handle) = Controller::start(deployments, runtime_metrics)?;
+    let repository = match repository {
+        Some(options) => {
+            let poll = options.mode == ControlMode::Poll;
+            let repo = Repository::new(options, controller.clone());
+            repo.load_startup().await?;
+            if poll {
+                tokio::spawn(repo.clone().poll());
+            }
+            Some(repo as Arc<dyn ferroserve_server::repository::ModelRepository>)
+        }
+        None => None,
+    };
     let state = AppState {
         handle,
         config: Arc::new(server),
         metrics: http_metrics,
         registry: Arc::new(registry),
+        repository,
     };
     // One shutdown signal for both ingresses.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -101,16 +136,20 @@ pub async fn serve_deployments(
             None => Ok(()),
         }
     };
-    let grace = controller.graceful_shutdown_timeout();
     let mut timer = stop_rx.clone();
+    let grace = async {
+        let _ = timer.wait_for(|s| *s).await;
+        controller.graceful_shutdown_timeout().await
+    };
     tokio::select! {
         (h, g) = async { tokio::join!(http, grpc) } => {
             h.context("HTTP server failed")?;
             g.context("gRPC server failed")?;
         }
-        () = async {
-            let _ = timer.wait_for(|s| *s).await;
+        grace = async {
+            let grace = grace.await;
             tokio::time::sleep(grace).await;
+            grace
         } => {
             tracing::warn!(?grace, "in-flight requests did not finish within the graceful shutdown timeout");
         }
