@@ -65,6 +65,15 @@ class Server:
             return "<no log>"
 
 
+def onnxruntime_library() -> str:
+    """The libonnxruntime of the test venv's onnxruntime package: the servers' ONNX Runtime."""
+    import onnxruntime
+
+    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    assert libs, f"no libonnxruntime.so* beside {onnxruntime.__file__}"
+    return str(libs[-1])
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -101,7 +110,7 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            env={**os.environ, "NO_COLOR": "1"},
+            env={**os.environ, "NO_COLOR": "1", "ORT_DYLIB_PATH": onnxruntime_library()},
         )
         log.close()
         server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path, grpc_port=grpc_port)

@@ -178,7 +178,7 @@ def test_unknown_model_v2_is_a_404_with_the_message(base_url):
     with pytest.raises(httpx.HTTPStatusError) as info:
         run("v2", lambda c: c.infer(base_url, InferRequest("nope", [inp]), model_name="nope"))
     assert info.value.response.status_code == 404
-    assert "Model with name nope does not exist." in str(info.value)
+    assert "Request for unknown model: 'nope' is not found" in str(info.value)
 
 
 def test_health_and_readiness_v2(base_url):

@@ -370,7 +370,7 @@ def test_identity_model_metadata(triton):
 
 
 def test_unknown_model_errors_carry_the_server_message(triton):
-    expected = "Model with name no-such-model does not exist."
+    expected = "Request for unknown model: 'no-such-model' is not found"
     with pytest.raises(InferenceServerException) as info:
         triton.get_model_metadata("no-such-model")
     assert info.value.status() == "404"
