@@ -1,0 +1,200 @@
+"""The live model repository: Triton's repository API through tritonclient's own calls
+(`get_model_repository_index`, `load_model`, `unload_model`) over HTTP and gRPC, the checks
+Triton's model-control examples make, a version switch under load that fails no request, and
+`poll` mode picking up a new and a removed model."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import onnx_models
+from conftest import _start, _stop
+from test_onnx import grpc_client, http_client, make_test_repository
+
+
+@pytest.fixture(scope="module")
+def repo_server(_log_dir):
+    """Explicit mode: only `simple` and `simple_string` load at start."""
+    import sys
+
+    root = _log_dir / "explicit-repository"
+    root.mkdir()
+    make_test_repository(root)
+    onnx_models.save(onnx_models.add_constant(1), root, "counter", version=1)
+    s = _start(
+        [
+            "--model-repository", str(root),
+            "--model-control-mode", "explicit",
+            "--load-model", "simple",
+            "--load-model", "simple_string",
+            "--python", sys.executable,
+        ],
+        _log_dir,
+        "explicit",
+    )
+    s.root = root
+    try:
+        yield s
+    finally:
+        _stop(s)
+
+
+def states(index):
+    return {m["name"]: m.get("state", "") for m in index}
+
+
+def test_explicit_mode_loads_only_what_it_is_told(repo_server):
+    with http_client(repo_server) as client:
+        index = client.get_model_repository_index()
+        assert len(index) == 8
+        got = states(index)
+        assert got["simple"] == got["simple_string"] == "READY"
+        assert got["mlp"] == "" and got["counter"] == ""
+        assert not client.is_model_ready("mlp")
+        assert [m["name"] for m in client.get_model_repository_index()] == sorted(got)
+    grpc = grpc_client(repo_server)
+    models = grpc.get_model_repository_index(as_json=True)["models"]
+    assert {m["name"]: m.get("state", "") for m in models} == got
+    assert {m["name"]: m.get("version", "") for m in models}["simple"] == "1"
+
+
+def test_load_and_unload_over_http_and_grpc(repo_server):
+    """What Triton's simple_http_model_control.py and simple_grpc_model_control.py check."""
+    from tritonclient.utils import InferenceServerException
+
+    with http_client(repo_server) as client:
+        client.load_model("mlp")
+        assert client.is_model_ready("mlp")
+        assert states(client.get_model_repository_index())["mlp"] == "READY"
+        # A malformed config override fails the load and leaves the model as it was.
+        with pytest.raises(InferenceServerException, match="failed to load"):
+            client.load_model("mlp", config='"parameters": {"config": {{"max_batch_size": "16"}}}')
+        assert client.is_model_ready("mlp")
+        client.load_model("mlp", config='{"max_batch_size":"16"}')
+        assert client.get_model_config("mlp")["max_batch_size"] == 16
+        assert client.get_model_config("mlp")["input"][0]["dims"] == [20]
+        client.unload_model("mlp")
+        assert not client.is_model_ready("mlp")
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["mlp"]["state"] == "UNAVAILABLE" and index["mlp"]["reason"] == "unloaded"
+        with pytest.raises(InferenceServerException, match="failed to load"):
+            client.load_model("wrong_model_name")
+
+    grpc = grpc_client(repo_server)
+    grpc.load_model("cnn")
+    assert grpc.is_model_ready("cnn")
+    grpc.unload_model("cnn")
+    # Triton answers "not ready" for an unloaded model, not an error.
+    assert grpc.is_model_ready("cnn") is False
+    with pytest.raises(InferenceServerException, match="failed to load"):
+        grpc.load_model("wrong_model_name")
+    with pytest.raises(InferenceServerException, match="Invalid file path"):
+        grpc.load_model("cnn", config="{}", files={"file:1/model.onnx": b"x"})
+    assert grpc.is_server_live()
+
+
+def test_a_python_model_loads_from_the_repository(repo_server):
+    import tritonclient.http as httpclient
+
+    with http_client(repo_server) as client:
+        client.load_model("simple_identity")
+        data = np.array([[b"he\x00llo", b"", b"\x00\x01\x02\x03"]], dtype=object)
+        x = httpclient.InferInput("INPUT0", list(data.shape), "BYTES")
+        x.set_data_from_numpy(data, binary_data=True)
+        got = client.infer("simple_identity", [x]).as_numpy("OUTPUT0")
+        assert got.tolist() == data.tolist()
+        client.unload_model("simple_identity")
+
+
+def test_versions_are_served_and_checked(repo_server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    grpc = grpc_client(repo_server)
+    grpc.load_model("counter")
+    x = grpcclient.InferInput("x", [1, 4], "INT32")
+    x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32))
+    result = grpc.infer("counter", [x], model_version="1")
+    assert result.get_response().model_version == "1"
+    assert grpc.get_model_metadata("counter", as_json=True)["versions"] == ["1"]
+    with pytest.raises(InferenceServerException, match="'counter' version 7 is not found"):
+        grpc.infer("counter", [x], model_version="7")
+    with pytest.raises(InferenceServerException, match="from specified version string 'newest'"):
+        grpc.infer("counter", [x], model_version="newest")
+
+
+def test_a_new_version_takes_over_under_load_without_a_failed_request(repo_server):
+    """Version 2 appears and is loaded while four clients call the model: no request fails,
+    every answer is version 1's or version 2's, and after the load only version 2 answers."""
+    import tritonclient.http as httpclient
+
+    root = repo_server.root
+    with http_client(repo_server) as client:
+        client.load_model("counter")
+    stop = threading.Event()
+    answers: list[int] = []
+    failures: list[str] = []
+
+    def call():
+        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=30) as c:
+            x = httpclient.InferInput("x", [1, 4], "INT32")
+            x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
+            while not stop.is_set():
+                try:
+                    answers.append(int(c.infer("counter", [x]).as_numpy("y")[0, 0]))
+                except Exception as e:  # noqa: BLE001 - every failure is the finding
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    before = len(answers)
+    onnx_models.save(onnx_models.add_constant(2), root, "counter", version=2)
+    with http_client(repo_server) as client:
+        client.load_model("counter")
+        after_load = len(answers)
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert client.get_model_metadata("counter")["versions"] == ["2"]
+    assert not failures, failures[:3]
+    assert before > 0 and len(answers) > after_load
+    assert set(answers) <= {1, 2}
+    assert set(answers[after_load + 8 :]) == {2}, "version 1 still answered after the load"
+
+
+def test_poll_mode_loads_new_models_and_unloads_removed_ones(_log_dir):
+    root = _log_dir / "polled-repository"
+    root.mkdir()
+    onnx_models.save(onnx_models.add_constant(1), root, "first")
+    s = _start(
+        ["--model-repository", str(root), "--model-control-mode", "poll", "--repository-poll-secs", "0.2"],
+        _log_dir,
+        "poll",
+    )
+    try:
+        with http_client(s) as client:
+            assert client.is_model_ready("first")
+            onnx_models.save(onnx_models.add_constant(3), root, "second")
+            wait_for(lambda: client.is_model_ready("second"), "the new model to load")
+            shutil.rmtree(root / "first")
+            wait_for(lambda: not client.is_model_ready("first"), "the removed model to unload")
+            assert client.is_model_ready("second")
+    finally:
+        _stop(s)
+
+
+def wait_for(condition, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
