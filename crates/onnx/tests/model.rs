@@ -5,6 +5,8 @@
 //! Needs `FERROSERVE_TEST_PYTHON` (set by `scripts/test.sh`): a Python with `onnx` and
 //! `onnxruntime`, as `scripts/python-venv.sh` makes it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
