@@ -310,3 +310,28 @@ def test_repository_api_is_restricted_to_the_key(odd_server):
     assert "PERMISSION_DENIED" in str(info.value.status())
     index = grpc.get_model_repository_index(headers={KEY[0]: KEY[1]}, as_json=True)
     assert any(m["name"] == "fixed" for m in index["models"])
+
+
+def test_quick_start_serves_a_scikit_learn_model_with_no_code(_log_dir):
+    """README's quick start: train and export with examples/onnx/train_export.py, serve the
+    file with `--model FILE --name NAME`; answers match scikit-learn's."""
+    import importlib.util
+
+    import tritonclient.http as httpclient
+
+    spec = importlib.util.spec_from_file_location("train_export", REPO_ROOT / "examples" / "onnx" / "train_export.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = example.train()
+    path = example.export(model, _log_dir / "quick-start")
+    s = _start(["--model", str(path), "--name", "iris"], _log_dir, "quick-start")
+    try:
+        x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
+        i = httpclient.InferInput("input", list(x.shape), "FP32")
+        i.set_data_from_numpy(x)
+        with http_client(s) as client:
+            result = client.infer("iris", [i])
+        np.testing.assert_array_equal(result.as_numpy("label"), model.predict(x))
+        np.testing.assert_allclose(result.as_numpy("probabilities"), model.predict_proba(x), rtol=0, atol=1e-5)
+    finally:
+        _stop(s)
