@@ -394,7 +394,7 @@ def test_unknown_route_and_wrong_method(base_url):
 
 def test_versioned_infer_route_explains_itself(base_url):
     r = call(base_url, "/v2/models/identity/versions/1/infer", "POST", one_input())
-    assert_error(r, 404, "unversioned")
+    assert_error(r, 404, "'identity' version 1 is not found")
 
 
 # ---------------------------------------------------------------------------------------------

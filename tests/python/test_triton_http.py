@@ -392,11 +392,11 @@ def test_bad_request_error_message_reaches_tritonclient(triton):
     assert "'x'" in info.value.message()
 
 
-def test_versioned_routes_explain_that_models_are_unversioned(triton):
+def test_configured_deployments_have_no_version(triton):
     with pytest.raises(InferenceServerException) as info:
         triton.get_model_metadata("iris", model_version="1")
     assert info.value.status() == "404"
-    assert "unversioned" in info.value.message()
+    assert info.value.message() == "Request for unknown model: 'iris' version 1 is not found"
     assert triton.is_model_ready("iris", model_version="1") is False
 
 
