@@ -50,6 +50,7 @@ class OnnxModel(kserve.Model):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
+    parser.add_argument("--model_dir", required=True)
     parser.add_argument("--threads", type=int, default=2)
     args, _ = parser.parse_known_args()
     root = pathlib.Path(args.model_dir)
