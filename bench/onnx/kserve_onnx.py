@@ -39,9 +39,9 @@ class OnnxModel(kserve.Model):
             InferOutput(name=n, shape=list(r.shape), datatype="FP32", data=r.astype(np.float32))
             for n, r in zip(self.outputs, results)
         ]
-        binary = payload.inputs[0].parameters.get("binary_data_size") is not None if payload.inputs[0].parameters else False
+        binary = any((o.parameters or {}).get("binary_data") for o in payload.request_outputs or [])
         return InferResponse(
-            response_id=payload.id,
+            response_id=payload.id or "",
             model_name=self.name,
             infer_outputs=outputs,
             use_binary_outputs=binary,
