@@ -23,15 +23,24 @@ work="$(mktemp -d)"; pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 "$py" tests/python/onnx_models.py "$work/models" --bench >/dev/null
 "$py" "$HERE/bodies.py" "$work"
-for m in mlp cnn; do printf 'intra_op_threads: %s\n' "$THREADS" >"$work/models/$m/config.yaml"; done
+# Two ferroserve configurations: THREADS intra-op threads per replica (the default: the cores),
+# and one thread (no ONNX Runtime thread pool: no spinning threads taking the cores from the
+# HTTP ingress and the load generator).
+cp -r "$work/models" "$work/models-1t"
+for m in mlp cnn; do
+  printf 'intra_op_threads: %s\n' "$THREADS" >"$work/models/$m/config.yaml"
+  printf 'intra_op_threads: 1\n' >"$work/models-1t/$m/config.yaml"
+done
 
-FS=$PORT; KS=$((PORT + 2)); FLOOR=$((PORT + 4))
+FS=$PORT; KS=$((PORT + 2)); FLOOR=$((PORT + 4)); FS1=$((PORT + 6))
 target/release/ferroserve serve --model-repository "$work/models" --http-port $FS --grpc-port $((FS + 1)) \
   --python "$py" >"$work/ferroserve.log" 2>&1 & pids+=($!)
+target/release/ferroserve serve --model-repository "$work/models-1t" --http-port $FS1 --grpc-port $((FS1 + 1)) \
+  --python "$py" >"$work/ferroserve-1t.log" 2>&1 & pids+=($!)
 target/release/ferroserve-bench-floor --port $FLOOR >"$work/floor.log" 2>&1 & pids+=($!)
 "$py" "$HERE/kserve_onnx.py" --model_dir "$work/models" --http_port $KS --grpc_port $((KS + 1)) \
   --threads "$THREADS" >"$work/kserve.log" 2>&1 & pids+=($!)
-for port in $FS $KS; do
+for port in $FS $FS1 $KS; do
   for _ in $(seq 150); do curl -sf "localhost:$port/v2/models/cnn/ready" >/dev/null && break; sleep 0.2; done
   curl -sf "localhost:$port/v2/models/cnn/ready" >/dev/null || { echo "server on $port not ready" >&2; cat "$work"/*.log >&2; exit 1; }
 done
@@ -57,6 +66,7 @@ for m in mlp cnn; do
   floor_url="http://127.0.0.1:$FLOOR/v2/models/$m/infer"; [[ $m == cnn ]] && floor_url="http://127.0.0.1:$FLOOR/echo"
   for c in $CONCURRENCY; do
     cell "ferroserve $m $c" "http://127.0.0.1:$FS/v2/models/$m/infer" "$body" "$c"
+    cell "ferroserve-1t $m $c" "http://127.0.0.1:$FS1/v2/models/$m/infer" "$body" "$c"
     cell "kserve $m $c" "http://127.0.0.1:$KS/v2/models/$m/infer" "$body" "$c"
     cell "floor $m $c" "$floor_url" "$body" "$c"
   done
@@ -69,11 +79,16 @@ for m in mlp cnn; do
   done
   printf '  %s: %s calls/s, %s µs a call\n' "$m" "$(med "${calls[@]}")" "$(med "${usec[@]}")"
 done
-printf '\n| model | c | ferroserve req/s | KServe peer req/s | ratio | ferroserve p50 / p99 | KServe p50 / p99 | floor server p50 |\n|---|--:|--:|--:|--:|--:|--:|--:|\n'
+printf '\n| model | c | server | req/s | × KServe | p50 / p99 |\n|---|--:|---|--:|--:|--:|\n'
 for m in mlp cnn; do
   for c in $CONCURRENCY; do
-    f="ferroserve $m $c"; k="kserve $m $c"; fl="floor $m $c"
-    printf '| %s | %s | %s | %s | %.1f× | %s / %s µs | %s / %s µs | %s µs |\n' "$m" "$c" "${RPS[$f]}" "${RPS[$k]}" \
-      "$(awk -v a="${RPS[$f]}" -v b="${RPS[$k]}" 'BEGIN{print a/b}')" "${P50[$f]}" "${P99[$f]}" "${P50[$k]}" "${P99[$k]}" "${P50[$fl]}"
+    k="kserve $m $c"
+    for s in ferroserve ferroserve-1t kserve floor; do
+      x="$s $m $c"
+      label="$s"; [[ $s == ferroserve ]] && label="ferroserve ($THREADS threads)"; [[ $s == ferroserve-1t ]] && label="ferroserve (1 thread)"
+      [[ $s == kserve ]] && label="KServe peer"; [[ $s == floor ]] && label="floor server (same body)"
+      printf '| %s | %s | %s | %s | %.1f× | %s / %s µs |\n' "$m" "$c" "$label" "${RPS[$x]}" \
+        "$(awk -v a="${RPS[$x]}" -v b="${RPS[$k]}" 'BEGIN{print a/b}')" "${P50[$x]}" "${P99[$x]}"
+    done
   done
 done

@@ -187,6 +187,13 @@ def test_poll_mode_loads_new_models_and_unloads_removed_ones(_log_dir):
             shutil.rmtree(root / "first")
             wait_for(lambda: not client.is_model_ready("first"), "the removed model to unload")
             assert client.is_model_ready("second")
+            # Unloaded through the API, a model stays unloaded until its files change.
+            client.unload_model("second")
+            time.sleep(1.0)
+            assert not client.is_model_ready("second")
+            onnx_models.save(onnx_models.add_constant(4), root, "second", version=2)
+            wait_for(lambda: client.is_model_ready("second"), "the changed model to load")
+            assert client.get_model_metadata("second")["versions"] == ["2"]
     finally:
         _stop(s)
 

@@ -163,6 +163,8 @@ pub enum ModelKind {
         path: PathBuf,
         /// Intra-op threads per replica; `None`: the cores shared among the replicas.
         intra_op_threads: Option<usize>,
+        /// Whether idle intra-op threads spin (ONNX Runtime's default: yes).
+        intra_op_spinning: bool,
     },
 }
 
@@ -327,12 +329,14 @@ impl Config {
                     bail!("{at}: set one of 'model', 'python' or 'onnx'");
                 }
                 let intra_op_threads = take_threads(&at, &mut fields)?;
+                let intra_op_spinning = take_spinning(&at, &mut fields)?;
                 deployments.push(DeploymentConfig {
                     options: deployment_options(&at, fields)?,
                     name,
                     model: ModelKind::Onnx {
                         path: base.join(path),
                         intra_op_threads,
+                        intra_op_spinning,
                     },
                     exposed,
                 });
@@ -510,6 +514,18 @@ pub(crate) fn take_threads(
             Some(n @ 1..=256) => Ok(Some(n as usize)),
             _ => bail!("{at}.intra_op_threads: {v} must be a whole number from 1 to 256"),
         },
+    }
+}
+
+/// `intra_op_spinning` of an ONNX deployment (default true, ONNX Runtime's own default).
+pub(crate) fn take_spinning(
+    at: &str,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<bool> {
+    match fields.remove("intra_op_spinning") {
+        None => Ok(true),
+        Some(serde_json::Value::Bool(b)) => Ok(b),
+        Some(v) => bail!("{at}.intra_op_spinning: {v} must be true or false"),
     }
 }
 

@@ -27,6 +27,7 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
         ModelKind::Onnx {
             path,
             intra_op_threads,
+            intra_op_spinning,
         } => {
             let replicas = d
                 .options
@@ -39,6 +40,7 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
                 path: path.clone(),
                 intra_op_threads: intra_op_threads
                     .unwrap_or_else(|| default_intra_op_threads(replicas)),
+                intra_op_spinning: *intra_op_spinning,
             };
             Deployment::new(d.name.clone(), move || OnnxModel::new(options.clone()))
         }

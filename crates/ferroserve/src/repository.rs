@@ -7,7 +7,8 @@
 //!                                   one class in the file with a `predict` method
 //! DIR/<name>/config.yaml            optional: deployment options (num_replicas,
 //!                                   max_ongoing_requests, batching, autoscaling...),
-//!                                   `intra_op_threads`, `version`, `python_class`, `runtime_env`
+//!                                   `intra_op_threads`, `intra_op_spinning`, `version`,
+//!                                   `python_class`, `runtime_env`
 //! ```
 //!
 //! Models are loaded at start (control mode `none` and `poll`) or on request (`explicit`), and
@@ -28,7 +29,7 @@ use ferroserve_python::PythonSpec;
 use ferroserve_runtime::{Controller, DeploymentOptions, Model, ModelStatus};
 use ferroserve_server::repository::{ModelRepository, RepositoryError, RepositoryModel};
 
-use crate::config::{DeploymentConfig, ModelKind, deployment_options, take_threads};
+use crate::config::{DeploymentConfig, ModelKind, deployment_options, take_spinning, take_threads};
 use crate::models::deployment;
 
 /// Triton's `--model-control-mode`.
@@ -90,6 +91,8 @@ struct Record {
     deployed: Option<ModelSource>,
     /// The latest outcome when not serving: `UNAVAILABLE` with why.
     reason: String,
+    /// The fingerprint of the model's files when it was last loaded or unloaded (`poll`).
+    seen: Option<String>,
 }
 
 /// A live model repository (see the module's doc).
@@ -183,28 +186,22 @@ impl Repository {
 
     async fn poll_once(&self) -> anyhow::Result<()> {
         let names = self.model_names()?;
+        // A model is loaded again when its files changed since it was last loaded or
+        // unloaded (so a broken one is not retried every interval, and one unloaded through
+        // the API stays unloaded until its files change); a new directory is loaded once.
         let changed: Vec<String> = {
             let records = self.records();
-            let mut changed: Vec<String> = names
+            names
                 .iter()
-                .filter(|name| {
-                    let current = self.read_source(name, None).ok().map(|s| s.fingerprint);
-                    let deployed = records
-                        .get(*name)
-                        .and_then(|r| r.deployed.as_ref())
-                        .map(|s| s.fingerprint.clone());
-                    current.is_some() && current != deployed
+                .filter(|name| match records.get(*name) {
+                    None => true,
+                    Some(r) => {
+                        let now = self.files_fingerprint(name);
+                        now.is_some() && now != r.seen
+                    }
                 })
                 .cloned()
-                .collect();
-            changed.retain(|n| {
-                // A model that failed stays failed until its files change.
-                let failed = records
-                    .get(n)
-                    .is_some_and(|r| r.deployed.is_none() && !r.reason.is_empty());
-                !failed || self.read_source(n, None).is_ok()
-            });
-            changed
+                .collect()
         };
         let gone: Vec<String> = {
             let records = self.records();
@@ -224,6 +221,19 @@ impl Repository {
             }
         }
         Ok(())
+    }
+
+    /// The fingerprint of a model's files as they are now, if they make a model.
+    fn files_fingerprint(&self, name: &str) -> Option<String> {
+        self.read_source(name, None).ok().map(|s| s.fingerprint)
+    }
+
+    /// Notes the files a load or unload saw, for `poll`.
+    fn mark_seen(&self, name: &str) {
+        let seen = self.files_fingerprint(name);
+        if let Some(r) = self.records().get_mut(name) {
+            r.seen = seen;
+        }
     }
 
     /// The model directories, sorted.
@@ -270,6 +280,7 @@ impl Repository {
         let python_class = fields.remove("python_class");
         let runtime_env = fields.remove("runtime_env");
         let threads = take_threads(&at, &mut fields).map_err(|e| e.to_string())?;
+        let spinning = take_spinning(&at, &mut fields).map_err(|e| e.to_string())?;
         let options = deployment_options(&at, fields).map_err(|e| format!("{e:#}"))?;
         let python_file = dir.join("model.py");
         let (model, version, files) = if python_file.is_file() {
@@ -286,6 +297,7 @@ impl Repository {
                 ModelKind::Onnx {
                     path: path.clone(),
                     intra_op_threads: threads,
+                    intra_op_spinning: spinning,
                 },
                 version.to_string(),
                 vec![path],
@@ -381,6 +393,7 @@ impl Repository {
                     Record {
                         deployed: None,
                         reason: e.clone(),
+                        seen: None,
                     },
                 );
                 return Err(e);
@@ -392,6 +405,7 @@ impl Repository {
             Record {
                 deployed: Some(source),
                 reason: String::new(),
+                seen: None,
             },
         );
         Ok(version)
@@ -434,23 +448,26 @@ impl ModelRepository for Repository {
     }
 
     async fn load(&self, name: &str, config: Option<&str>) -> Result<(), RepositoryError> {
-        match self.load_model(name, config).await {
+        let result = self.load_model(name, config).await;
+        if let Err(e) = &result {
+            tracing::error!(model = %name, error = %e, "model not loaded");
+            let mut records = self.records();
+            let record = records.entry(name.to_owned()).or_insert(Record {
+                deployed: None,
+                reason: String::new(),
+                seen: None,
+            });
+            if record.deployed.is_none() {
+                record.reason = e.clone();
+            }
+        }
+        self.mark_seen(name);
+        match result {
             Ok(version) => {
                 tracing::info!(model = %name, version = %version, "model loaded");
                 Ok(())
             }
-            Err(e) => {
-                tracing::error!(model = %name, error = %e, "model not loaded");
-                let mut records = self.records();
-                let record = records.entry(name.to_owned()).or_insert(Record {
-                    deployed: None,
-                    reason: String::new(),
-                });
-                if record.deployed.is_none() {
-                    record.reason = e.clone();
-                }
-                Err(RepositoryError(format!("failed to load '{name}': {e}")))
-            }
+            Err(e) => Err(RepositoryError(format!("failed to load '{name}': {e}"))),
         }
     }
 
@@ -474,8 +491,10 @@ impl ModelRepository for Repository {
             Record {
                 deployed: None,
                 reason: "unloaded".to_owned(),
+                seen: None,
             },
         );
+        self.mark_seen(name);
         tracing::info!(model = %name, "model unloaded");
         Ok(())
     }
@@ -630,6 +649,7 @@ async fn precheck(config: &DeploymentConfig) -> Result<(), String> {
     let ModelKind::Onnx {
         path,
         intra_op_threads,
+        intra_op_spinning,
     } = &config.model
     else {
         return Ok(());
@@ -637,6 +657,7 @@ async fn precheck(config: &DeploymentConfig) -> Result<(), String> {
     let mut model = OnnxModel::new(OnnxOptions {
         path: path.clone(),
         intra_op_threads: intra_op_threads.unwrap_or_else(|| default_intra_op_threads(1)),
+        intra_op_spinning: *intra_op_spinning,
     });
     tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current().block_on(async move { model.load().await })
@@ -693,6 +714,7 @@ pub fn single_model(
         Some("onnx") => ModelKind::Onnx {
             path: file.to_path_buf(),
             intra_op_threads: None,
+            intra_op_spinning: true,
         },
         Some("py") => {
             let mut spec = PythonSpec::new(format!("{}:*", file.display()));

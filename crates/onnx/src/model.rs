@@ -19,6 +19,9 @@ pub struct OnnxOptions {
     pub path: PathBuf,
     /// ONNX Runtime's intra-op threads per replica (see [`default_intra_op_threads`]).
     pub intra_op_threads: usize,
+    /// Whether idle intra-op threads spin for the next operator (ONNX Runtime's default, on):
+    /// lower latency with cores to spare, CPU taken from other work when there are none.
+    pub intra_op_spinning: bool,
 }
 
 /// Intra-op threads per replica when the configuration does not say: the machine's cores
@@ -77,7 +80,11 @@ impl OnnxModel {
                 b.with_intra_threads(self.options.intra_op_threads)
                     .map_err(Into::into)
             })
-            .and_then(|b| b.with_inter_threads(1).map_err(Into::into));
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_op_spinning(self.options.intra_op_spinning)
+                    .map_err(Into::into)
+            });
         builder
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| format!("cannot load {}: {e}", path.display()))

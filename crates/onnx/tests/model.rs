@@ -96,6 +96,7 @@ async fn aligned_and_unaligned_inputs_give_the_same_answer() {
     let mut model = OnnxModel::new(OnnxOptions {
         path,
         intra_op_threads: 1,
+        intra_op_spinning: true,
     });
     model.load().await.unwrap();
     assert_eq!(model.signature().inputs.len(), 2);
@@ -144,6 +145,7 @@ async fn a_missing_or_corrupt_file_fails_the_load_with_its_path() {
         let mut model = OnnxModel::new(OnnxOptions {
             path: path.clone(),
             intra_op_threads: 1,
+            intra_op_spinning: true,
         });
         let err = model.load().await.unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
