@@ -381,8 +381,13 @@ fn restricted(s: &AppState, headers: &http::HeaderMap) -> Result<(), ApiError> {
     r.check(value).map_err(ApiError::Forbidden)
 }
 
-/// The JSON body of a repository request, if any (`{}` when empty).
-fn repository_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+/// The JSON body of a repository request (`{}` when empty), once its restriction admits it.
+fn repository_request(
+    s: &AppState,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, ApiError> {
+    restricted(s, headers)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -400,10 +405,7 @@ async fn repository_index(
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = restricted(&s, &headers) {
-        return e.into_response();
-    }
-    let body = match repository_body(&body) {
+    let body = match repository_request(&s, &headers, &body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -419,10 +421,7 @@ async fn repository_load(
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = restricted(&s, &headers) {
-        return e.into_response();
-    }
-    let body = match repository_body(&body) {
+    let body = match repository_request(&s, &headers, &body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -457,10 +456,7 @@ async fn repository_unload(
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = restricted(&s, &headers) {
-        return e.into_response();
-    }
-    if let Err(e) = repository_body(&body) {
+    if let Err(e) = repository_request(&s, &headers, &body) {
         return e.into_response();
     }
     match crate::repository::unload(&s, &name).await {
