@@ -347,13 +347,14 @@ async fn batch_loop(
                 let Some(first) = g.items.front() else {
                     continue;
                 };
-                // The timer ticks in whole milliseconds and fires on the first tick at or after
-                // its deadline: a batch is due one tick early, so that it leaves within the
-                // millisecond before its wait ends instead of up to one after.
+                // Tokio's timer fires on the first whole-millisecond tick at or after its
+                // deadline, and the runtime parks for whole milliseconds too: up to two ticks
+                // late. A batch is due that much early (at most half its wait), so that it
+                // leaves before its wait ends rather than after.
                 let wait = config
                     .as_ref()
                     .map_or(Duration::ZERO, |c| c.batch_wait_timeout);
-                let due = first.arrived + wait.saturating_sub(TIMER_TICK);
+                let due = first.arrived + wait - (2 * TIMER_TICK).min(wait / 2);
                 let rows = g.rows();
                 let full = config.as_ref().is_none_or(|c| {
                     rows >= c.max_batch_size || c.preferred_batch_sizes.contains(&rows)

@@ -167,10 +167,10 @@ async fn a_partial_batch_leaves_after_the_wait() {
     for a in futures_util::future::join_all(calls).await {
         a.unwrap();
     }
-    // It leaves within the timer's last millisecond of the wait, never after it.
+    // It leaves within the timer's last two milliseconds of the wait, never after it.
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(49) && waited <= Duration::from_millis(50),
+        waited >= Duration::from_millis(48) && waited <= Duration::from_millis(50),
         "{waited:?}"
     );
     assert_eq!(*batches.lock().unwrap(), vec![3]);
