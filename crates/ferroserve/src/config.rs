@@ -123,11 +123,38 @@ pub struct Config {
     /// Deployments, in file order.
     pub deployments: Vec<DeploymentConfig>,
     /// A model repository served beside them (`--model-repository`).
-    pub repository: Option<crate::repository::RepositoryOptions>,
+    pub repository: Option<RepositoryOptions>,
     /// The header the model-repository API needs over HTTP (`--http-restricted-api`).
     pub http_restricted: Option<Restriction>,
     /// The metadata key the repository RPCs need over gRPC (`--grpc-restricted-protocol`).
     pub grpc_restricted: Option<Restriction>,
+}
+
+/// Triton's `--model-control-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ControlMode {
+    /// Every model is loaded at start; load and unload still work through the API.
+    None,
+    /// Only the models named at start (`--load-model`) are loaded; the rest on request.
+    Explicit,
+    /// As `none`, and the repository is re-read every `--repository-poll-secs`: new and changed
+    /// models are loaded, removed ones unloaded.
+    Poll,
+}
+
+/// How a repository is served.
+#[derive(Debug, Clone)]
+pub struct RepositoryOptions {
+    /// The repository's directory.
+    pub root: PathBuf,
+    /// When models are loaded.
+    pub mode: ControlMode,
+    /// With `explicit`: the models loaded at start (`*`: all).
+    pub startup_models: Vec<String>,
+    /// With `poll`: how often the repository is re-read.
+    pub poll_interval: Duration,
+    /// The Python interpreter of Python models without a `runtime_env`.
+    pub python: Option<PathBuf>,
 }
 
 /// A deployment: what to serve, and how.

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ferroserve::config::{Config, seconds};
-use ferroserve::repository::{ControlMode, RepositoryOptions, single_model};
+use ferroserve::config::{ControlMode, RepositoryOptions};
+use ferroserve::repository::single_model;
 use ferroserve_runtime::DeploymentOptions;
 use ferroserve_server::repository::Restriction;
 use tracing_subscriber::EnvFilter;

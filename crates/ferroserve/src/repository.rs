@@ -29,35 +29,11 @@ use ferroserve_python::PythonSpec;
 use ferroserve_runtime::{Controller, DeploymentOptions, Model, ModelStatus};
 use ferroserve_server::repository::{ModelRepository, RepositoryError, RepositoryModel};
 
-use crate::config::{DeploymentConfig, ModelKind, deployment_options, take_spinning, take_threads};
+use crate::config::{
+    ControlMode, DeploymentConfig, ModelKind, RepositoryOptions, deployment_options, take_spinning,
+    take_threads,
+};
 use crate::models::deployment;
-
-/// Triton's `--model-control-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ControlMode {
-    /// Every model is loaded at start; load and unload still work through the API.
-    None,
-    /// Only the models named at start (`--load-model`) are loaded; the rest on request.
-    Explicit,
-    /// As `none`, and the repository is re-read every `--repository-poll-secs`: new and changed
-    /// models are loaded, removed ones unloaded.
-    Poll,
-}
-
-/// How a repository is served.
-#[derive(Debug, Clone)]
-pub struct RepositoryOptions {
-    /// The repository's directory.
-    pub root: PathBuf,
-    /// When models are loaded.
-    pub mode: ControlMode,
-    /// With `explicit`: the models loaded at start (`*`: all).
-    pub startup_models: Vec<String>,
-    /// With `poll`: how often the repository is re-read.
-    pub poll_interval: Duration,
-    /// The Python interpreter of Python models without a `runtime_env`.
-    pub python: Option<PathBuf>,
-}
 
 /// How long a load may take before it is reported as failed (the model keeps loading).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);

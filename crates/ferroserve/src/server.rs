@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::config::{ControlMode, RepositoryOptions};
 use crate::models::deployment;
-use crate::repository::{ControlMode, Repository, RepositoryOptions};
+use crate::repository::Repository;
 
 /// The sockets a server listens on.
 #[derive(Debug)]
