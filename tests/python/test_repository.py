@@ -205,3 +205,104 @@ def wait_for(condition, what, timeout=10.0):
             return
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def test_unload_under_load_fails_nothing_in_flight(repo_server):
+    """Four clients call a model while it is unloaded and loaded again: every answer is the
+    model's, a 404 naming it (unloaded) or a 503 saying it is not ready (loading), never another
+    error and never a hang, and it serves again after the load."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    onnx_models.save(onnx_models.add_constant(5), repo_server.root, "churn")
+    with http_client(repo_server) as client:
+        client.load_model("churn")
+    stop = threading.Event()
+    answers: list[int] = []
+    not_found: list[str] = []
+    loading_answers: list[str] = []
+    other: list[str] = []
+
+    def call():
+        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=10) as c:
+            x = httpclient.InferInput("x", [1, 4], "INT32")
+            x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
+            while not stop.is_set():
+                try:
+                    answers.append(int(c.infer("churn", [x]).as_numpy("y")[0, 0]))
+                except InferenceServerException as e:
+                    unloaded = e.status() == "404" and "'churn'" in e.message()
+                    loading = e.status() == "503" and "churn is not ready" in e.message()
+                    (not_found if unloaded else loading_answers if loading else other).append(str(e))
+                except Exception as e:  # noqa: BLE001 - every other failure is the finding
+                    other.append(repr(e))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    with http_client(repo_server) as client:
+        for _ in range(3):
+            time.sleep(0.2)
+            client.unload_model("churn")
+            time.sleep(0.2)
+            client.load_model("churn")
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        assert not any(t.is_alive() for t in threads), "a call hung"
+        assert client.is_model_ready("churn")
+    assert not other, other[:3]
+    assert not_found, "no request saw the model unloaded"
+    assert set(answers) == {5}
+
+
+def test_a_python_model_reloads_under_load_without_a_failed_request(repo_server):
+    """A Python repository model whose file changed is loaded again while clients call it: its
+    new worker starts before the old one drains, so no request fails."""
+    import os
+
+    import tritonclient.http as httpclient
+
+    with http_client(repo_server) as client:
+        client.load_model("simple_python")
+    stop = threading.Event()
+    answered: list[bool] = []
+    failures: list[str] = []
+
+    def call():
+        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=30) as c:
+            a = np.arange(16, dtype=np.int32).reshape(1, 16)
+            inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+            for i in inputs:
+                i.set_data_from_numpy(a, binary_data=True)
+            while not stop.is_set():
+                try:
+                    answered.append(bool((c.infer("simple_python", inputs).as_numpy("OUTPUT0") == 2 * a).all()))
+                except Exception as e:  # noqa: BLE001 - every failure is the finding
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    model = repo_server.root / "simple_python" / "model.py"
+    os.utime(model, (time.time() + 5, time.time() + 5))
+    with http_client(repo_server) as client:
+        before = len(answered)
+        client.load_model("simple_python")
+        time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert before > 0 and len(answered) > before and all(answered)
+    # It really rolled: the replica serving now is of the deployment's second version.
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(repo_server.url + "/-/status", timeout=10) as r:
+        status = {d["name"]: d for d in json.load(r)["deployments"]}
+    assert [r["version"] for r in status["simple_python"]["replicas"]] == [2]
+    with http_client(repo_server) as client:
+        client.unload_model("simple_python")
