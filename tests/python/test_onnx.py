@@ -333,5 +333,13 @@ def test_quick_start_serves_a_scikit_learn_model_with_no_code(_log_dir):
             result = client.infer("iris", [i])
         np.testing.assert_array_equal(result.as_numpy("label"), model.predict(x))
         np.testing.assert_allclose(result.as_numpy("probabilities"), model.predict_proba(x), rtol=0, atol=1e-5)
+        # KServe's V1, as its scikit-learn server answers: the first output (the labels) by row.
+        status, answer = post(s, "/v1/models/iris:predict", {"instances": x.tolist()})
+        assert status == 200, answer
+        assert answer == {"predictions": model.predict(x).tolist()}
+        status, answer = post(s, "/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4], [6.7, 3.0, 5.2, 2.3]]})
+        assert status == 400 and "ragged" in answer["error"], answer
+        status, answer = post(s, "/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4]]})
+        assert status == 400 and "dimension 1 is 3, the model expects 4" in answer["error"], answer
     finally:
         _stop(s)

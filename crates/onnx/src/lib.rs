@@ -5,12 +5,15 @@
 //! ships, loaded once per process at run time ([`library`]); nothing is downloaded at build or
 //! run time. Inputs and outputs come from the graph ([`signature`]); requests are checked
 //! against them and become ONNX Runtime values without a per-element conversion, and outputs
-//! leave as raw bytes ([`tensors`]). Each replica owns one session ([`model`]).
+//! leave as raw bytes ([`tensors`]). Each replica owns one session ([`model`]). V1 bodies
+//! (`{"instances": ...}`) reach a one-input model as KServe's scikit-learn server takes them
+//! ([`v1`]).
 
 pub mod library;
 pub mod model;
 pub mod signature;
 pub mod tensors;
+pub mod v1;
 
 pub use library::{LibraryError, find_library};
 pub use model::{OnnxModel, OnnxOptions, default_intra_op_threads};

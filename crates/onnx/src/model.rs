@@ -154,9 +154,19 @@ impl Model for OnnxModel {
     ) -> Result<Prediction, ModelError> {
         match payload {
             Payload::V2(request) => self.run(&request).map(Prediction::V2),
-            Payload::V1(_) => Err(ModelError::InvalidInput(
-                "ONNX models take V2 requests (/v2/models/{name}/infer); V1 :predict is for custom models".into(),
-            )),
+            Payload::V1(body) => {
+                let [input] = self.signature.inputs.as_slice() else {
+                    return Err(ModelError::InvalidInput(format!(
+                        "V1 :predict needs a model with one input; this one has {}: use V2 (/v2/models/{{name}}/infer)",
+                        self.signature.inputs.len()
+                    )));
+                };
+                let request = crate::v1::request(&body, input).map_err(ModelError::InvalidInput)?;
+                let response = self.run(&request)?;
+                crate::v1::response(&response)
+                    .map(Prediction::V1)
+                    .map_err(ModelError::Internal)
+            }
         }
     }
 }
