@@ -118,6 +118,9 @@ mod tests {
         let flat: Vec<Value> = (0..6).map(|i| json!(i)).collect();
         assert_eq!(nest(flat.clone(), &[6]), json!([0, 1, 2, 3, 4, 5]));
         assert_eq!(nest(flat.clone(), &[2, 3]), json!([[0, 1, 2], [3, 4, 5]]));
-        assert_eq!(nest(flat, &[3, 1, 2]), json!([[[0, 1]], [[2, 3]], [[4, 5]]]));
+        assert_eq!(
+            nest(flat, &[3, 1, 2]),
+            json!([[[0, 1]], [[2, 3]], [[4, 5]]])
+        );
     }
 }
