@@ -306,3 +306,38 @@ def test_a_python_model_reloads_under_load_without_a_failed_request(repo_server)
     assert [r["version"] for r in status["simple_python"]["replicas"]] == [2]
     with http_client(repo_server) as client:
         client.unload_model("simple_python")
+
+
+def test_an_onnx_model_batches_with_the_options_of_its_config_file(_log_dir):
+    """Dynamic batching for a model with no code: config.yaml turns it on; eight concurrent
+    one-row requests run in fewer executions than requests, each caller getting its own row."""
+    import tritonclient.http as httpclient
+
+    root = _log_dir / "batched-repository"
+    onnx_models.save(onnx_models.add_constant(10), root, "adder")
+    (root / "adder" / "config.yaml").write_text("max_batch_size: 8\nbatch_wait_timeout_s: 0.2\n")
+    s = _start(["--model-repository", str(root)], _log_dir, "batched-onnx")
+    try:
+        results: dict[int, np.ndarray] = {}
+
+        def call(i):
+            with httpclient.InferenceServerClient(url=s.host_port, network_timeout=30) as c:
+                x = httpclient.InferInput("x", [1, 4], "INT32")
+                x.set_data_from_numpy(np.full((1, 4), i, dtype=np.int32), binary_data=True)
+                results[i] = c.infer("adder", [x]).as_numpy("y")
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(8):
+            np.testing.assert_array_equal(results[i], np.full((1, 4), i + 10, dtype=np.int32))
+        with http_client(s) as client:
+            stats = client.get_inference_statistics("adder")["model_stats"][0]
+            config = client.get_model_config("adder")
+        assert int(stats["inference_count"]) == 8
+        assert int(stats["execution_count"]) < 8, stats
+        assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [4]
+    finally:
+        _stop(s)
