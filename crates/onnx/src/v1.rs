@@ -14,16 +14,13 @@ pub fn request(body: &Value, input: &TensorMetadata) -> Result<InferRequest, Str
         .or_else(|| body.get("inputs"))
         .ok_or("a V1 body needs \"instances\" (or \"inputs\"): a list with one entry per row")?;
     let shape = shape_of(instances)?;
-    let v2 = serde_json::json!({
-        "inputs": [{
-            "name": input.name,
-            "datatype": input.datatype.as_str(),
-            "shape": shape,
-            "data": instances,
-        }]
-    });
-    let bytes = serde_json::to_vec(&v2).map_err(|e| e.to_string())?;
-    ferroserve_protocol::json::decode_request(&bytes).map_err(|e| format!("instances: {e}"))
+    let tensor =
+        ferroserve_protocol::json::tensor_from_value(&input.name, input.datatype, shape, instances)
+            .map_err(|e| format!("instances: {e}"))?;
+    Ok(InferRequest {
+        inputs: vec![tensor],
+        ..InferRequest::default()
+    })
 }
 
 /// `{"predictions": ...}`: the first output, nested by its shape.
@@ -74,9 +71,9 @@ fn nested(t: &Tensor) -> Result<Value, String> {
         ..InferResponse::default()
     })
     .map_err(|e| e.to_string())?;
-    let doc: Value = serde_json::from_slice(&encoded).map_err(|e| e.to_string())?;
-    let flat = match doc.pointer("/outputs/0/data") {
-        Some(Value::Array(values)) => values.clone(),
+    let mut doc: Value = serde_json::from_slice(&encoded).map_err(|e| e.to_string())?;
+    let flat = match doc.pointer_mut("/outputs/0/data").map(Value::take) {
+        Some(Value::Array(values)) => values,
         _ => return Err(format!("output '{}' has no JSON data", t.name)),
     };
     Ok(nest(flat, &t.shape))

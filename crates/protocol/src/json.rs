@@ -54,6 +54,27 @@ pub(crate) struct RequestHeader {
     outputs: Option<Vec<RequestedOutput>>,
 }
 
+/// A tensor from a JSON value holding its elements, flat or nested as V2's `data` (what a V1
+/// body's `instances` become for a model's input), parsed and checked against `shape` exactly
+/// as a decoded input's `data` is.
+pub fn tensor_from_value(
+    name: &str,
+    datatype: DataType,
+    shape: Vec<u64>,
+    data: &serde_json::Value,
+) -> Result<Tensor, ProtocolError> {
+    let mut sink = Sink::new(Some(datatype));
+    DataSeed {
+        sink: &mut sink,
+        depth: 0,
+        name: Some(name),
+    }
+    .deserialize(data)
+    .map_err(|e| ProtocolError::tensor(name, e.to_string()))?;
+    let data = sink.into_bytes(name, datatype)?;
+    Tensor::new(name, datatype, shape, data)
+}
+
 pub(crate) fn decode_header(json: &[u8]) -> Result<RequestHeader, ProtocolError> {
     serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))
 }
@@ -697,6 +718,17 @@ mod tests {
 
     fn err(body: &str) -> String {
         decode_request(body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn tensors_from_json_values_are_checked_like_decoded_inputs() {
+        let nested = serde_json::json!([[1, 2], [3, 4]]);
+        let t = tensor_from_value("x", DataType::Int32, vec![2, 2], &nested).unwrap();
+        assert_eq!(t.to_vec::<i32>().unwrap(), vec![1, 2, 3, 4]);
+        let e = tensor_from_value("x", DataType::Int8, vec![1], &serde_json::json!([300]));
+        assert!(e.unwrap_err().to_string().contains("out of range for INT8"));
+        let e = tensor_from_value("x", DataType::Fp32, vec![3], &serde_json::json!([1.0, 2.0]));
+        assert!(e.is_err(), "two elements for a shape of three");
     }
 
     #[test]
