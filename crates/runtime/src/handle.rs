@@ -212,10 +212,11 @@ impl Handle {
     /// Checks a version asked for (Triton's `model_version`, `/versions/{v}`): empty means the
     /// one served; anything else must be a number and the version served.
     pub fn check_version(&self, name: &str, version: &str) -> Result<(), InferError> {
-        let entry = self.entry(name)?;
         if version.is_empty() {
+            // Every unversioned request: no lookup here (the call itself finds the model).
             return Ok(());
         }
+        let entry = self.entry(name)?;
         if version.parse::<i64>().is_err() {
             return Err(InferError::InvalidInput(format!(
                 "failed to get model version from specified version string '{version}'"
