@@ -87,6 +87,13 @@ pub fn grpc_status(e: &InferError) -> tonic::Status {
     }
 }
 
+impl From<crate::repository::RepositoryError> for ApiError {
+    /// A load or unload that did not happen is the request's fault (Triton answers 400).
+    fn from(e: crate::repository::RepositoryError) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -395,22 +395,15 @@ fn repository_request(
         .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
 }
 
-fn repository_error(e: &crate::repository::RepositoryError) -> Response {
-    ApiError::BadRequest(e.to_string()).into_response()
-}
-
 /// Triton's `POST /v2/repository/index`: every model with its state.
 async fn repository_index(
     State(s): State<AppState>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let body = match repository_request(&s, &headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Json<Vec<crate::repository::RepositoryModel>>, ApiError> {
+    let body = repository_request(&s, &headers, &body)?;
     let ready_only = body.get("ready").and_then(serde_json::Value::as_bool) == Some(true);
-    Json(crate::repository::index(&s, ready_only).await).into_response()
+    Ok(Json(crate::repository::index(&s, ready_only).await))
 }
 
 /// `POST /v2/repository/models/{name}/load`, with an optional config override
@@ -420,33 +413,26 @@ async fn repository_load(
     Path(name): Path<String>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let body = match repository_request(&s, &headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let files = body
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = repository_request(&s, &headers, &body)?;
+    let parameters = body
         .get("parameters")
-        .and_then(serde_json::Value::as_object)
-        .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>())
-        .unwrap_or_default();
-    if let Err(e) = crate::repository::refuse_files(&name, files.into_iter()) {
-        return repository_error(&e);
-    }
-    let config = match body.pointer("/parameters/config") {
+        .and_then(serde_json::Value::as_object);
+    let names = parameters
+        .into_iter()
+        .flat_map(|p| p.keys().map(String::as_str));
+    crate::repository::refuse_files(&name, names)?;
+    let config = match parameters.and_then(|p| p.get("config")) {
         None => None,
         Some(serde_json::Value::String(c)) => Some(c.as_str()),
         Some(_) => {
-            return ApiError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "failed to load '{name}': parameters.config must be a string holding the model configuration as JSON"
-            ))
-            .into_response();
+            )));
         }
     };
-    match crate::repository::load(&s, &name, config).await {
-        Ok(()) => Json(json!({ "name": name, "load": true })).into_response(),
-        Err(e) => repository_error(&e),
-    }
+    crate::repository::load(&s, &name, config).await?;
+    Ok(Json(json!({ "name": name, "load": true })))
 }
 
 /// `POST /v2/repository/models/{name}/unload`.
@@ -455,12 +441,8 @@ async fn repository_unload(
     Path(name): Path<String>,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(e) = repository_request(&s, &headers, &body) {
-        return e.into_response();
-    }
-    match crate::repository::unload(&s, &name).await {
-        Ok(()) => Json(json!({ "name": name, "unload": true })).into_response(),
-        Err(e) => repository_error(&e),
-    }
+) -> Result<Json<serde_json::Value>, ApiError> {
+    repository_request(&s, &headers, &body)?;
+    crate::repository::unload(&s, &name).await?;
+    Ok(Json(json!({ "name": name, "unload": true })))
 }
