@@ -341,3 +341,25 @@ def test_an_onnx_model_batches_with_the_options_of_its_config_file(_log_dir):
         assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [4]
     finally:
         _stop(s)
+
+
+def test_a_broken_new_version_leaves_the_old_one_serving(repo_server):
+    """A corrupt version 2 is checked before the deployment rolls: its load fails, naming the
+    file, and version 1 goes on answering."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    onnx_models.save(onnx_models.add_constant(7), repo_server.root, "steady", version=1)
+    with http_client(repo_server) as client:
+        client.load_model("steady")
+        broken = repo_server.root / "steady" / "2" / "model.onnx"
+        broken.parent.mkdir()
+        broken.write_bytes(b"not an onnx model")
+        with pytest.raises(InferenceServerException, match="failed to load 'steady'.*2/model.onnx"):
+            client.load_model("steady")
+        x = httpclient.InferInput("x", [1, 4], "INT32")
+        x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
+        assert client.infer("steady", [x]).as_numpy("y").tolist() == [[7, 7, 7, 7]]
+        assert client.get_model_metadata("steady")["versions"] == ["1"]
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["steady"]["state"] == "READY" and index["steady"]["version"] == "1"
