@@ -5,9 +5,11 @@ Triton's model-control examples make, a version switch under load that fails no 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -131,43 +133,22 @@ def test_versions_are_served_and_checked(repo_server):
 def test_a_new_version_takes_over_under_load_without_a_failed_request(repo_server):
     """Version 2 appears and is loaded while four clients call the model: no request fails,
     every answer is version 1's or version 2's, and after the load only version 2 answers."""
-    import tritonclient.http as httpclient
-
-    root = repo_server.root
     with http_client(repo_server) as client:
         client.load_model("counter")
-    stop = threading.Event()
-    answers: list[int] = []
-    failures: list[str] = []
-
-    def call():
-        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=30) as c:
-            x = httpclient.InferInput("x", [1, 4], "INT32")
-            x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
-            while not stop.is_set():
-                try:
-                    answers.append(int(c.infer("counter", [x]).as_numpy("y")[0, 0]))
-                except Exception as e:  # noqa: BLE001 - every failure is the finding
-                    failures.append(repr(e))
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    before = len(answers)
-    onnx_models.save(onnx_models.add_constant(2), root, "counter", version=2)
-    with http_client(repo_server) as client:
-        client.load_model("counter")
-        after_load = len(answers)
+    with under_load(repo_server, first_y("counter")) as load:
         time.sleep(0.3)
-        stop.set()
-        for t in threads:
-            t.join()
+        before = len(load.answers)
+        onnx_models.save(onnx_models.add_constant(2), repo_server.root, "counter", version=2)
+        with http_client(repo_server) as client:
+            client.load_model("counter")
+        after_load = len(load.answers)
+        time.sleep(0.3)
+    with http_client(repo_server) as client:
         assert client.get_model_metadata("counter")["versions"] == ["2"]
-    assert not failures, failures[:3]
-    assert before > 0 and len(answers) > after_load
-    assert set(answers) <= {1, 2}
-    assert set(answers[after_load + 8 :]) == {2}, "version 1 still answered after the load"
+    assert not load.errors and not load.hung, load.errors[:3]
+    assert before > 0 and len(load.answers) > after_load
+    assert set(load.answers) <= {1, 2}
+    assert set(load.answers[after_load + 8 :]) == {2}, "version 1 still answered after the load"
 
 
 def test_poll_mode_loads_new_models_and_unloads_removed_ones(_log_dir):
@@ -207,54 +188,78 @@ def wait_for(condition, what, timeout=10.0):
     pytest.fail(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def under_load(server, request, threads=4):
+    """`threads` clients (tritonclient HTTP, one connection each) calling `request(client)`
+    over and over while the block runs: what the calls returned is in `.answers`, what they
+    raised in `.errors`, and `.hung` says whether a client was still in a call 20 s after."""
+    import tritonclient.http as httpclient
+
+    stop = threading.Event()
+    load = types.SimpleNamespace(answers=[], errors=[], hung=False)
+
+    def run():
+        with httpclient.InferenceServerClient(url=server.host_port, network_timeout=15) as c:
+            while not stop.is_set():
+                try:
+                    load.answers.append(request(c))
+                except Exception as e:  # noqa: BLE001 - every failure is the finding
+                    load.errors.append(e)
+
+    clients = [threading.Thread(target=run) for _ in range(threads)]
+    for t in clients:
+        t.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(timeout=20)
+        load.hung = any(t.is_alive() for t in clients)
+
+
+def first_y(model):
+    """A request to an `add_constant` model: its answer's first value."""
+
+    def request(client):
+        import tritonclient.http as httpclient
+
+        x = httpclient.InferInput("x", [1, 4], "INT32")
+        x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
+        return int(client.infer(model, [x]).as_numpy("y")[0, 0])
+
+    return request
+
+
 def test_unload_under_load_fails_nothing_in_flight(repo_server):
     """Four clients call a model while it is unloaded and loaded again: every answer is the
     model's, a 404 naming it (unloaded) or a 503 saying it is not ready (loading), never another
     error and never a hang, and it serves again after the load."""
-    import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
     onnx_models.save(onnx_models.add_constant(5), repo_server.root, "churn")
     with http_client(repo_server) as client:
         client.load_model("churn")
-    stop = threading.Event()
-    answers: list[int] = []
-    not_found: list[str] = []
-    loading_answers: list[str] = []
-    other: list[str] = []
-
-    def call():
-        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=10) as c:
-            x = httpclient.InferInput("x", [1, 4], "INT32")
-            x.set_data_from_numpy(np.zeros((1, 4), dtype=np.int32), binary_data=True)
-            while not stop.is_set():
-                try:
-                    answers.append(int(c.infer("churn", [x]).as_numpy("y")[0, 0]))
-                except InferenceServerException as e:
-                    unloaded = e.status() == "404" and "'churn'" in e.message()
-                    loading = e.status() == "503" and "churn is not ready" in e.message()
-                    (not_found if unloaded else loading_answers if loading else other).append(str(e))
-                except Exception as e:  # noqa: BLE001 - every other failure is the finding
-                    other.append(repr(e))
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    with http_client(repo_server) as client:
-        for _ in range(3):
+        with under_load(repo_server, first_y("churn")) as load:
+            for _ in range(3):
+                time.sleep(0.2)
+                client.unload_model("churn")
+                time.sleep(0.2)
+                client.load_model("churn")
             time.sleep(0.2)
-            client.unload_model("churn")
-            time.sleep(0.2)
-            client.load_model("churn")
-        time.sleep(0.2)
-        stop.set()
-        for t in threads:
-            t.join(timeout=15)
-        assert not any(t.is_alive() for t in threads), "a call hung"
+        assert not load.hung, "a call hung"
         assert client.is_model_ready("churn")
+
+    def unloaded(e):
+        return isinstance(e, InferenceServerException) and e.status() == "404" and "'churn'" in e.message()
+
+    def loading(e):
+        return isinstance(e, InferenceServerException) and e.status() == "503" and "churn is not ready" in e.message()
+
+    other = [e for e in load.errors if not unloaded(e) and not loading(e)]
     assert not other, other[:3]
-    assert not_found, "no request saw the model unloaded"
-    assert set(answers) == {5}
+    assert any(unloaded(e) for e in load.errors), "no request saw the model unloaded"
+    assert set(load.answers) == {5}
 
 
 def test_a_python_model_reloads_under_load_without_a_failed_request(repo_server):
@@ -264,39 +269,25 @@ def test_a_python_model_reloads_under_load_without_a_failed_request(repo_server)
 
     import tritonclient.http as httpclient
 
+    def add_sub(client):
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(a, binary_data=True)
+        return bool((client.infer("simple_python", inputs).as_numpy("OUTPUT0") == 2 * a).all())
+
     with http_client(repo_server) as client:
         client.load_model("simple_python")
-    stop = threading.Event()
-    answered: list[bool] = []
-    failures: list[str] = []
-
-    def call():
-        with httpclient.InferenceServerClient(url=repo_server.host_port, network_timeout=30) as c:
-            a = np.arange(16, dtype=np.int32).reshape(1, 16)
-            inputs = [httpclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
-            for i in inputs:
-                i.set_data_from_numpy(a, binary_data=True)
-            while not stop.is_set():
-                try:
-                    answered.append(bool((c.infer("simple_python", inputs).as_numpy("OUTPUT0") == 2 * a).all()))
-                except Exception as e:  # noqa: BLE001 - every failure is the finding
-                    failures.append(repr(e))
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    model = repo_server.root / "simple_python" / "model.py"
-    os.utime(model, (time.time() + 5, time.time() + 5))
-    with http_client(repo_server) as client:
-        before = len(answered)
-        client.load_model("simple_python")
+    with under_load(repo_server, add_sub, threads=3) as load:
         time.sleep(0.3)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not failures, failures[:3]
-    assert before > 0 and len(answered) > before and all(answered)
+        model = repo_server.root / "simple_python" / "model.py"
+        os.utime(model, (time.time() + 5, time.time() + 5))
+        before = len(load.answers)
+        with http_client(repo_server) as client:
+            client.load_model("simple_python")
+        time.sleep(0.3)
+    assert not load.errors and not load.hung, load.errors[:3]
+    assert before > 0 and len(load.answers) > before and all(load.answers)
     # It really rolled: the replica serving now is of the deployment's second version.
     import json
     import urllib.request
