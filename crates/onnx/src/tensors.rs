@@ -47,10 +47,7 @@ where
             .into()),
         Err(_) => {
             // Unaligned (e.g. sliced from a binary body at an odd offset): one copy.
-            let count = t.data.len() / size_of::<T>();
-            let mut values = vec![T::zeroed(); count];
-            bytemuck::cast_slice_mut::<T, u8>(&mut values)
-                .copy_from_slice(&t.data[..count * size_of::<T>()]);
+            let values = bytemuck::pod_collect_to_vec::<u8, T>(&t.data);
             Ok(ort::value::Tensor::from_array((shape, values))
                 .map_err(|e| e.to_string())?
                 .into())
