@@ -651,10 +651,8 @@ async fn wait_settled(
     update: bool,
 ) -> Result<(), String> {
     let started = Instant::now();
-    if update {
-        // The status snapshot is refreshed on the controller's next pass.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    // `Controller::deploy` returns once the status shows the update, so no wait is needed
+    // before the first look.
     loop {
         let status = handle.deployment_status(name).map_err(|e| e.to_string())?;
         match handle.status(name).map_err(|e| e.to_string())? {

@@ -203,7 +203,8 @@ impl Controller {
 
     /// Applies a new definition of an existing deployment. Options that need no restart
     /// (replica count, limits, autoscaling, `user_config`) apply in place; a new model or
-    /// backend replaces replicas one at a time, keeping capacity. Returns once accepted.
+    /// backend replaces replicas one at a time, keeping capacity. Returns once accepted and
+    /// reflected in the deployment's status (`UPDATING` while replicas roll).
     pub async fn deploy(&self, deployment: Deployment) -> Result<(), ControllerError> {
         let config = validate(&deployment)?;
         let actors = self.inner.actors.lock().await;
@@ -432,12 +433,15 @@ impl Actor {
         let mut tick = tokio::time::interval(CONTROL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            // An update is acknowledged once this pass has reconciled and reported it, so the
+            // status a caller reads next already shows it (e.g. UPDATING while replicas roll).
+            let mut accepted = None;
             tokio::select! {
                 msg = control.recv() => match msg {
                     Some(ControlMsg::Deploy(update, done)) => {
                         let (d, config) = *update;
                         self.update(d, config);
-                        let _ = done.send(());
+                        accepted = Some(done);
                     }
                     Some(ControlMsg::Shutdown(done)) => {
                         self.shutdown().await;
@@ -454,6 +458,9 @@ impl Actor {
             }
             self.reconcile();
             self.report();
+            if let Some(done) = accepted {
+                let _ = done.send(());
+            }
         }
     }
 
