@@ -15,6 +15,8 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// Default listening address: all interfaces, as KServe's.
+pub const DEFAULT_HOST: &str = "0.0.0.0";
 /// Default HTTP port, as KServe's.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// Default gRPC port, as KServe's.
@@ -62,10 +64,14 @@ pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The address both ports listen on (default: all interfaces).
+    pub host: Option<String>,
     /// HTTP port.
     pub http_port: Option<u16>,
-    /// gRPC port (reserved for the gRPC ingress).
+    /// gRPC port.
     pub grpc_port: Option<u16>,
+    /// Whether the gRPC port is served (default: yes).
+    pub enable_grpc: Option<bool>,
     /// Largest request body, in bytes.
     pub max_request_bytes: Option<usize>,
     /// Largest gRPC message, in bytes.
@@ -98,10 +104,15 @@ pub struct ConfigFile {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address both ports listen on: an IP address or a host name (default `0.0.0.0`,
+    /// all interfaces, as KServe).
+    pub host: String,
     /// HTTP port.
     pub http_port: u16,
     /// gRPC port.
     pub grpc_port: u16,
+    /// Whether the gRPC port is served (KServe's `--enable_grpc`).
+    pub grpc_enabled: bool,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
     /// Largest gRPC message, in bytes.
@@ -256,8 +267,10 @@ impl Config {
     /// What `ferroserve serve` serves without a config file: the iris example and `identity`.
     pub fn default_example() -> Self {
         Config {
+            host: DEFAULT_HOST.to_owned(),
             http_port: DEFAULT_HTTP_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
+            grpc_enabled: true,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_grpc_message_bytes: DEFAULT_MAX_GRPC_MESSAGE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -511,8 +524,10 @@ impl Config {
             repository: None,
             http_restricted: None,
             grpc_restricted: None,
+            host: file.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
             http_port: file.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             grpc_port: file.grpc_port.unwrap_or(DEFAULT_GRPC_PORT),
+            grpc_enabled: file.enable_grpc.unwrap_or(true),
             max_request_bytes: file.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             max_grpc_message_bytes: file
                 .max_grpc_message_bytes

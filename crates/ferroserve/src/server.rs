@@ -1,6 +1,5 @@
 //! Starting and stopping a whole server from a [`Config`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -160,16 +159,20 @@ async fn serve(
     Ok(())
 }
 
-/// Binds the HTTP and gRPC ports of `config` on all interfaces.
+/// Binds the HTTP and (unless disabled) gRPC ports of `config` on its host.
 pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let host = config.host.as_str();
     let listen = |port: u16| async move {
-        let addr = SocketAddr::from(([0, 0, 0, 0], port));
-        TcpListener::bind(addr)
+        TcpListener::bind((host, port))
             .await
-            .with_context(|| format!("cannot listen on {addr}"))
+            .with_context(|| format!("cannot listen on {host} port {port}"))
+    };
+    let grpc = match config.grpc_enabled {
+        true => Some(listen(config.grpc_port).await?),
+        false => None,
     };
     Ok(Listeners {
         http: listen(config.http_port).await?,
-        grpc: Some(listen(config.grpc_port).await?),
+        grpc,
     })
 }
