@@ -3,6 +3,8 @@
 
 pub mod applications;
 pub mod config;
+pub mod kserve_args;
+pub mod model_dir;
 pub mod models;
 pub mod repository;
 pub mod server;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use ferroserve::config::{Config, seconds};
 use ferroserve::config::{ControlMode, RepositoryOptions};
+use ferroserve::model_dir::{self, ModelDir};
 use ferroserve::repository::single_model;
 use ferroserve_runtime::DeploymentOptions;
 use ferroserve_server::repository::Restriction;
@@ -44,12 +45,24 @@ struct ServeArgs {
     /// YAML file listing the deployments to serve.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The address to listen on: an IP address or host name (overrides the config file;
+    /// default 0.0.0.0, all interfaces). `127.0.0.1` serves this machine only.
+    #[arg(long, alias = "bind")]
+    host: Option<String>,
     /// HTTP port (overrides the config file).
     #[arg(long, alias = "http_port")]
     http_port: Option<u16>,
     /// gRPC port (overrides the config file).
     #[arg(long, alias = "grpc_port")]
     grpc_port: Option<u16>,
+    /// Whether to serve gRPC (KServe's `--enable_grpc`; overrides the config file).
+    #[arg(
+        long,
+        alias = "enable_grpc",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    enable_grpc: Option<bool>,
     /// Largest request body in bytes (overrides the config file).
     #[arg(long)]
     max_request_bytes: Option<usize>,
@@ -101,8 +114,18 @@ struct ServeArgs {
         conflicts_with = "model_repository"
     )]
     model: Option<PathBuf>,
-    /// The name of the model given by --model.
-    #[arg(long, requires = "model")]
+    /// Serve what a directory holds (KServe's `--model_dir`, e.g. /mnt/models): model.py, a
+    /// .onnx file or <version>/model.onnx under --name, or else a model repository.
+    #[arg(
+        long,
+        alias = "model_dir",
+        value_name = "DIR",
+        conflicts_with_all = ["model", "model_repository"]
+    )]
+    model_dir: Option<PathBuf>,
+    /// The name of the model given by --model or --model-dir (KServe's `--model_name`;
+    /// default `model` for --model-dir).
+    #[arg(long, alias = "model_name", alias = "model-name")]
     name: Option<String>,
     /// When repository models load (Triton's): `none` all at start, `explicit` only those
     /// given by --load-model and then on request, `poll` at start and whenever the repository
@@ -128,6 +151,9 @@ struct ServeArgs {
     python: Option<PathBuf>,
 }
 
+/// The model name under --model-dir without --name: KServe's default `--model_name`.
+const DEFAULT_MODEL_NAME: &str = "model";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -136,7 +162,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let kserve = ferroserve::kserve_args::strip_inapplicable(std::env::args_os());
+    let cli = Cli::parse_from(kserve.args);
+    if !kserve.ignored.is_empty() {
+        tracing::warn!(
+            "ignoring KServe model-server flags that do not apply to ferroserve: {}",
+            kserve.ignored.join(" ")
+        );
+    }
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Status(args) => status(args),
@@ -144,29 +177,52 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if let Some(python) = &args.python {
-        ferroserve_onnx::library::use_python(python.clone());
-    }
-    let models_without_code = args.model_repository.is_some() || args.model.is_some();
+    ferroserve_onnx::library::use_python(
+        args.python
+            .clone()
+            .unwrap_or_else(ferroserve_python::default_interpreter),
+    );
+    let model_dir = args
+        .model_dir
+        .as_deref()
+        .map(model_dir::classify)
+        .transpose()?;
+    let model_file = match (&args.model, &model_dir) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(ModelDir::File(file))) => Some(file.clone()),
+        _ => None,
+    };
+    let repository_root = match (&args.model_repository, &model_dir) {
+        (Some(root), _) => Some(root.clone()),
+        (None, Some(ModelDir::Repository(root))) => Some(root.clone()),
+        _ => None,
+    };
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
-        None if models_without_code => Config::empty(),
+        None if model_file.is_some() || repository_root.is_some() => Config::empty(),
         None => Config::default_example(),
     };
-    if let (Some(file), Some(name)) = (&args.model, &args.name) {
+    if let Some(file) = &model_file {
+        let name = args.name.as_deref().unwrap_or(DEFAULT_MODEL_NAME);
         config.deployments.push(single_model(
             file,
             name,
             args.python.clone(),
             DeploymentOptions::default(),
         )?);
+    } else if let Some(name) = &args.name {
+        let why = match repository_root {
+            Some(_) => "a repository's models are named by their directories",
+            None => "it names the model of --model or --model-dir",
+        };
+        tracing::warn!(name, "--model_name is ignored: {why}");
     }
-    if let Some(root) = &args.model_repository {
+    if let Some(root) = repository_root {
         if !root.is_dir() {
             anyhow::bail!("--model-repository {}: not a directory", root.display());
         }
         config.repository = Some(RepositoryOptions {
-            root: root.clone(),
+            root,
             mode: args.model_control_mode,
             startup_models: args.load_model.clone(),
             poll_interval: seconds("--repository-poll-secs", args.repository_poll_secs)?,
@@ -181,6 +237,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_restricted = restriction("--http-restricted-api", &args.http_restricted_api)?;
     config.grpc_restricted =
         restriction("--grpc-restricted-protocol", &args.grpc_restricted_protocol)?;
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    if let Some(enabled) = args.enable_grpc {
+        config.grpc_enabled = enabled;
+    }
     if let Some(p) = args.http_port {
         config.http_port = p;
     }

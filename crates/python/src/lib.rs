@@ -24,7 +24,7 @@ use ferroserve_runtime::{Replica, ReplicaBackend, ReplicaStart};
 pub struct PythonSpec {
     /// `path/to/model.py:Class` or `package.module:Class`.
     pub target: String,
-    /// The interpreter (of a virtualenv, say); `python3` on `PATH` by default.
+    /// The interpreter (of a virtualenv, say); [`default_interpreter`] by default.
     pub py_executable: PathBuf,
     /// Extra environment variables of the worker.
     pub env_vars: BTreeMap<String, String>,
@@ -37,11 +37,22 @@ impl PythonSpec {
     pub fn new(target: impl Into<String>) -> Self {
         PythonSpec {
             target: target.into(),
-            py_executable: PathBuf::from("python3"),
+            py_executable: default_interpreter(),
             env_vars: BTreeMap::new(),
             working_dir: None,
         }
     }
+}
+
+/// The interpreter of Python models that name none: the `python3` beside the ferroserve binary
+/// when there is one (the ferroserve wheel installs the binary into a venv's `bin/`, beside the
+/// venv's interpreter, which has the ferroserve package), else `python3` on `PATH`.
+pub fn default_interpreter() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("python3")))
+        .filter(|python| python.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// Starts Python worker processes as replicas.
