@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the Python venv at .venv in the repo root and installs
-# tests/python/requirements.txt and the ferroserve Python package (python/, editable) into it. Re-runs are cheap: pip runs again only when the
+# tests/python/requirements.txt into it; with FERROSERVE_WHEEL=PATH, also that ferroserve wheel
+# (scripts/build-wheel.sh makes it). Re-runs are cheap: pip runs again only when the
 # requirements file changed since the last successful install.
 #
 #   PYTHON=python3.11 scripts/python-venv.sh   # choose the interpreter (default: python3)
@@ -42,11 +43,12 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -m pip --version >/dev/
     rm -f "$root/.venv-create.log"
 fi
 
-# The ferroserve Python package is installed editable, so its sources are used as they are.
-want="$(cat "$req" "$root/python/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
     rm -f "$stamp"
     "$venv/bin/python" -m pip install -q -r "$req"
-    "$venv/bin/python" -m pip install -q -e "$root/python"
     echo "$want" >"$stamp"
+fi
+if [[ -n "${FERROSERVE_WHEEL:-}" ]]; then
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$FERROSERVE_WHEEL"
 fi

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end tests: real Python clients (tritonclient, kserve, raw HTTP) against the real
-# ferroserve binary. The binary must already be built (cargo build -p ferroserve); set
-# FERROSERVE_BIN to test another one. Extra arguments go to pytest.
+# ferroserve binary: the one of the ferroserve wheel installed in .venv (scripts/test.sh builds
+# and installs it), or FERROSERVE_BIN. Extra arguments go to pytest.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-export FERROSERVE_BIN="${FERROSERVE_BIN:-$root/target/debug/ferroserve}"
 scripts/python-venv.sh
 # tritonclient.grpc and the kserve package both register the `inference.*` protobuf messages,
 # so they cannot share a process: the suites that use tritonclient.grpc in-process (the ONNX

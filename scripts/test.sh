@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: Rust (unit, integration, property) and the Python client suite.
-# Creates the Python venv (.venv) on first use. Extra arguments go to pytest.
+# Runs every test: Rust (unit, integration, property), then the Python suite against the
+# ferroserve wheel installed in the test venv. Creates the Python venv (.venv) on first use.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,4 +9,10 @@ scripts/python-venv.sh
 export FERROSERVE_TEST_PYTHON="$PWD/.venv/bin/python"
 cargo build --locked --workspace
 cargo test --locked --workspace
-FERROSERVE_BIN="${FERROSERVE_BIN:-$PWD/target/debug/ferroserve}" scripts/test-python.sh "$@"
+
+# The Python tests use what a user installs: the wheel (its binary, its Python package).
+wheel="$(scripts/build-wheel.sh)"
+FERROSERVE_WHEEL="$wheel" scripts/python-venv.sh
+export FERROSERVE_WHEEL="$wheel"
+unset FERROSERVE_BIN
+scripts/test-python.sh "$@"

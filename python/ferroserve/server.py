@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 from typing import Any, Dict, List, Optional, Union
 
@@ -13,10 +14,22 @@ from .deployment import Application, name_of, options_of
 
 
 def find_binary() -> str:
-    """The ferroserve binary: `FERROSERVE_BIN`, else `ferroserve` on `PATH`."""
-    path = os.environ.get("FERROSERVE_BIN") or shutil.which("ferroserve")
+    """The ferroserve binary: `FERROSERVE_BIN`, else the one the wheel installed beside this
+    interpreter's scripts (found without `PATH`, so an unactivated venv works), else
+    `ferroserve` on `PATH`."""
+    path = os.environ.get("FERROSERVE_BIN")
+    if path:
+        return path
+    for scripts in (sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")):
+        candidate = os.path.join(scripts or "", "ferroserve")
+        if scripts and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    path = shutil.which("ferroserve")
     if not path:
-        raise FileNotFoundError("cannot find the ferroserve binary: set FERROSERVE_BIN or put ferroserve on PATH")
+        raise FileNotFoundError(
+            "cannot find the ferroserve binary: install the ferroserve wheel, set FERROSERVE_BIN "
+            "or put ferroserve on PATH"
+        )
     return path
 
 
@@ -87,9 +100,9 @@ def deployments_of(models) -> List[Dict[str, Any]]:
     return out
 
 
-def _flag(name: str, default: int) -> int:
-    """A port flag from the command line, as kserve's ModelServer reads it (`--http_port 9000`,
-    `--http_port=9000`, and `--http-port` too); unknown flags are ignored."""
+def _flag(name: str) -> Optional[str]:
+    """A flag's value from the command line, as kserve's ModelServer reads it (`--http_port 9000`,
+    `--http_port=9000`, and `--http-port` too); other flags are the script's own and ignored."""
     spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
     argv = sys.argv[1:]
     for i, arg in enumerate(argv):
@@ -97,24 +110,60 @@ def _flag(name: str, default: int) -> int:
         if key in spellings:
             if not eq:
                 value = argv[i + 1] if i + 1 < len(argv) else ""
-            try:
-                return int(value)
-            except ValueError:
-                raise SystemExit(f"{key} needs a port number, got {value!r}") from None
-    return default
+            return value
+    return None
+
+
+def _port_flag(name: str, default: int) -> int:
+    value = _flag(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"--{name} needs a port number, got {value!r}") from None
+
+
+def _bool_flag(name: str, default: bool) -> bool:
+    """A boolean flag as kserve's strtobool reads it (`--enable_grpc false`)."""
+    value = _flag(name)
+    if value is None:
+        return default
+    if value.lower() in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if value.lower() in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise SystemExit(f"--{name} needs true or false, got {value!r}")
 
 
 class ModelServer:
-    """Serves models over KServe's V1/V2 REST protocols with ferroserve, each deployment as
-    `num_replicas` worker processes. Like kserve's, it takes its ports from the command line
-    (`--http_port`, `--grpc_port`) unless given here."""
+    """Serves models over KServe's V1/V2 protocols (REST and gRPC) with ferroserve, each
+    deployment as `num_replicas` worker processes. Like kserve's, it takes its settings from
+    the command line (`--http_port`, `--grpc_port`, `--enable_grpc`, and ferroserve's
+    `--host`/`--bind`) unless given here; kserve's other arguments (`workers`, `max_threads`...)
+    are accepted and have no effect."""
 
-    def __init__(self, http_port: Optional[int] = None, grpc_port: Optional[int] = None, **_ignored):
-        self.http_port = http_port if http_port is not None else _flag("http_port", 8080)
-        self.grpc_port = grpc_port if grpc_port is not None else _flag("grpc_port", 8081)
+    def __init__(
+        self,
+        http_port: Optional[int] = None,
+        grpc_port: Optional[int] = None,
+        enable_grpc: Optional[bool] = None,
+        host: Optional[str] = None,
+        **_ignored,
+    ):
+        self.http_port = http_port if http_port is not None else _port_flag("http_port", 8080)
+        self.grpc_port = grpc_port if grpc_port is not None else _port_flag("grpc_port", 8081)
+        self.enable_grpc = enable_grpc if enable_grpc is not None else _bool_flag("enable_grpc", True)
+        self.host = host or _flag("host") or _flag("bind") or "0.0.0.0"
 
     def config(self, models) -> Dict[str, Any]:
-        return {"http_port": self.http_port, "grpc_port": self.grpc_port, "deployments": deployments_of(models)}
+        return {
+            "host": self.host,
+            "http_port": self.http_port,
+            "grpc_port": self.grpc_port,
+            "enable_grpc": self.enable_grpc,
+            "deployments": deployments_of(models),
+        }
 
     def start(self, models: Union[List[Any], Dict[str, Any]], nest_asyncio: bool = False) -> None:
         """Replaces this process with ferroserve serving `models`; returns only on error."""

@@ -1,6 +1,7 @@
 """Fixtures that run the real ferroserve binary for the end-to-end tests.
 
-The binary comes from $FERROSERVE_BIN (default: target/debug/ferroserve in the repo root).
+The binary comes from $FERROSERVE_BIN, else from the installed ferroserve wheel (the test venv
+has it: scripts/test.sh builds and installs it).
 Each server runs for the whole session on a free port of 127.0.0.1; at the end it gets SIGTERM
 and must exit with code 0 (graceful shutdown).
 """
@@ -26,7 +27,14 @@ SHUTDOWN_TIMEOUT_S = 15.0
 
 
 def ferroserve_bin() -> Path:
-    raw = os.environ.get("FERROSERVE_BIN", "target/debug/ferroserve")
+    raw = os.environ.get("FERROSERVE_BIN")
+    if not raw:
+        from ferroserve.server import find_binary
+
+        try:
+            raw = find_binary()
+        except FileNotFoundError as e:
+            pytest.exit(f"{e} (scripts/test.sh builds and installs the wheel)", returncode=2)
     path = Path(raw)
     if not path.is_absolute():
         path = REPO_ROOT / path
@@ -92,8 +100,8 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
     binary = ferroserve_bin()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         pytest.exit(
-            f"ferroserve binary not found or not executable at {binary}: build it with "
-            "`cargo build -p ferroserve` or point FERROSERVE_BIN at it",
+            f"ferroserve binary not found or not executable at {binary}: install the wheel "
+            "(scripts/build-wheel.sh) or point FERROSERVE_BIN at a binary",
             returncode=2,
         )
     # The port is free now but another process could take it before the server binds it:
@@ -132,6 +140,33 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
         if "cannot listen" not in last_log:
             break
     pytest.fail(f"ferroserve ({label}) exited before it was ready; log:\n{last_log}")
+
+
+def start_process(
+    command: list[str], port: int, tmp_dir: Path, label: str, env: dict | None = None, timeout_s: float = 30
+) -> Server:
+    """Runs `command` (which serves HTTP on 127.0.0.1:`port`) and waits until it is ready."""
+    log_path = tmp_dir / f"{label}-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        )
+    server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{label} exited with {proc.returncode}; log:\n{server.log()}")
+        if _ready(server.url):
+            return server
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"{label} was not ready in {timeout_s} s; log:\n{server.log()}")
 
 
 def _stop(server: Server) -> None:

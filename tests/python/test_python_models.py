@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from conftest import REPO_ROOT, Server, _free_port, _ready, _stop, ferroserve_bin
+from conftest import REPO_ROOT, Server, _free_port, _ready, _stop, ferroserve_bin, start_process
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:  # kserve parses sys.argv on import: hide pytest's arguments
@@ -34,27 +34,8 @@ IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5], [6.9, 3.1, 5.4, 2.1]]
 def start_script(script: Path, tmp_path: Path) -> Server:
     """Runs `python script --http_port N` (which execs ferroserve) and waits until ready."""
     port = _free_port()
-    log_path = tmp_path / f"{script.stem}-{port}.log"
-    env = {**os.environ, "FERROSERVE_BIN": str(ferroserve_bin()), "NO_COLOR": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), "--http_port", str(port), "--grpc_port", str(_free_port())],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-        )
-    server = Server(proc=proc, host="127.0.0.1", port=port, log_path=log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{script.name} exited with {proc.returncode}; log:\n{server.log()}")
-        if _ready(server.url):
-            return server
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"{script.name} was not ready in 30 s; log:\n{server.log()}")
+    command = [sys.executable, str(script), "--http_port", str(port), "--grpc_port", str(_free_port())]
+    return start_process(command, port, tmp_path, script.stem, env={"FERROSERVE_BIN": str(ferroserve_bin())})
 
 
 def get_json(server: Server, path: str):
