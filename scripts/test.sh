@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: Rust (unit, integration, property), then the Python suite against the
-# ferroserve wheel installed in the test venv. Creates the Python venv (.venv) on first use.
-# Extra arguments go to pytest.
+# ferroserve wheel installed in the test venv, the container image run by Docker, and the
+# Kubernetes manifest checks. Creates the Python venv (.venv) on first use. Extra arguments go
+# to pytest. Needs root, debootstrap, umoci, skopeo and a running Docker Engine for the image
+# (.ci/run installs and checks them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +16,7 @@ cargo test --locked --workspace
 wheel="$(scripts/build-wheel.sh)"
 FERROSERVE_WHEEL="$wheel" scripts/python-venv.sh
 export FERROSERVE_WHEEL="$wheel"
+FERROSERVE_IMAGE="$(deploy/image/build.sh "$wheel")"
+export FERROSERVE_IMAGE
 unset FERROSERVE_BIN
 scripts/test-python.sh "$@"
