@@ -57,12 +57,16 @@ def test_the_archives_pass_skopeos_inspection_with_the_contract(tag):
 
 
 class Container:
-    """A running container of the image, its HTTP port published on loopback."""
+    """A running container of the image, its HTTP port published on loopback, as the manifests
+    in deploy/kubernetes run it: a read-only root filesystem and a writable /tmp."""
 
     def __init__(self, tag: str, mounts: dict[Path, str], args: list[str]):
         self.name = f"ferroserve-test-{uuid.uuid4().hex[:8]}"
         volumes = [a for host, inside in mounts.items() for a in ("-v", f"{host}:{inside}:ro")]
-        run("docker", "run", "-d", "--name", self.name, "-p", "127.0.0.1::8080", *volumes, tag, *args)
+        run(
+            "docker", "run", "-d", "--name", self.name, "-p", "127.0.0.1::8080",
+            "--read-only", "--tmpfs", "/tmp", *volumes, tag, *args,
+        )  # fmt: skip
         address = run("docker", "port", self.name, "8080/tcp").splitlines()[0].strip()
         self.url = f"http://{address}"
 
