@@ -4,7 +4,7 @@ A KServe custom model moves over by changing its imports: `from kserve import Mo
 ModelServer` became `from ferroserve import ...`. The model loads weights from a file in `load`
 and answers V1 `{"instances": [[...], ...]}` with `{"predictions": [...]}`.
 
-    FERROSERVE_BIN=target/release/ferroserve python examples/python/kserve_custom_model.py
+    python examples/python/kserve_custom_model.py    # with the ferroserve wheel installed (README: Install)
     curl localhost:8080/v1/models/iris-classifier:predict -d '{"instances": [[6.9, 3.1, 5.4, 2.1]]}'
 """
 

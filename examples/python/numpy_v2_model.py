@@ -4,7 +4,7 @@ Input `x` (FP32, any shape) arrives as a numpy array built from the raw tensor b
 JSON in between; the model answers `y = 2x + 1` and the row sums. An `async def predict` lets one
 replica overlap several requests (up to `max_ongoing_requests`).
 
-    FERROSERVE_BIN=target/release/ferroserve python examples/python/numpy_v2_model.py
+    python examples/python/numpy_v2_model.py    # with the ferroserve wheel installed (README: Install)
 """
 
 import numpy as np
