@@ -73,7 +73,7 @@ def container_args(container: dict) -> dict[str, str]:
 
 
 def test_the_runtime_keeps_kserves_contract():
-    runtime = docs(RUNTIME)["ClusterServingRuntime"]["spec"]
+    runtime = docs(RUNTIME)["ServingRuntime"]["spec"]
     (container,) = runtime["containers"]
     assert container["name"] == "kserve-container"
     assert {"v1", "v2", "grpc-v2"} <= set(runtime["protocolVersions"])
@@ -87,14 +87,14 @@ def test_the_runtime_keeps_kserves_contract():
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/tmp" in mounts, "workers need a writable /tmp on a read-only root filesystem"
     isvc = docs(ISVC)["InferenceService"]["spec"]["predictor"]
-    assert isvc["model"]["runtime"] == docs(RUNTIME)["ClusterServingRuntime"]["metadata"]["name"]
+    assert isvc["model"]["runtime"] == docs(RUNTIME)["ServingRuntime"]["metadata"]["name"]
     assert isvc["model"]["modelFormat"]["name"] in {f["name"] for f in runtime["supportedModelFormats"]}
     assert isvc["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"] + DRAIN_S
 
 
 def test_images_are_the_one_the_build_tags():
     version = re.search(r'^version = "(.+)"', (REPO_ROOT / "python/pyproject.toml").read_text(), re.M).group(1)
-    runtime = docs(RUNTIME)["ClusterServingRuntime"]["spec"]["containers"][0]
+    runtime = docs(RUNTIME)["ServingRuntime"]["spec"]["containers"][0]
     deployment = docs(PLAIN)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert runtime["image"] == deployment["image"] == f"ferroserve:{version}"
 
@@ -136,7 +136,7 @@ def test_the_runtimes_arguments_start_ferroserve_and_its_readiness_path_answers(
     models = tmp_path / "mnt-models"
     models.mkdir()
     shutil.copy(REPO_ROOT / "examples/python/numpy_v2_model.py", models / "model.py")
-    container = docs(RUNTIME)["ClusterServingRuntime"]["spec"]["containers"][0]
+    container = docs(RUNTIME)["ServingRuntime"]["spec"]["containers"][0]
     port, grpc_port = _free_port(), _free_port()
     args = [
         a.replace("{{.Name}}", "iris").replace("/mnt/models", str(models))
