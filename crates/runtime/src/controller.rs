@@ -275,6 +275,7 @@ fn spawn_actor(
         Limits {
             max_queued: config.max_queued_requests,
             request_timeout: config.request_timeout,
+            retry_unsent: d.backend.may_refuse_unsent(),
         },
         dm.clone(),
     );
@@ -289,11 +290,15 @@ fn spawn_actor(
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let grace = config.graceful_shutdown_timeout;
+    let target = d
+        .backend
+        .replica_count()
+        .map_or_else(|| config.initial_replicas(), |count| *count.borrow());
     let actor = Actor {
         stages: metrics.stages(&d.name),
         name: d.name.clone(),
         backend: d.backend,
-        target: config.initial_replicas(),
+        target,
         autoscaler: config.autoscaling.clone().map(Autoscaler::new),
         config,
         version: 1,
@@ -597,10 +602,18 @@ impl Actor {
             .iter()
             .filter(|r| r.state == ReplicaState::Running)
             .collect();
-        if let Some(a) = &mut self.autoscaler {
+        if let Some(count) = self.backend.replica_count() {
+            // The backend decides (a remote deployment: one replica per endpoint).
+            self.target = *count.borrow();
+        } else if let Some(a) = &mut self.autoscaler {
             let load = running.iter().map(|r| r.ongoing()).sum::<usize>() + self.router.queued();
             a.record(now, load as f64);
             self.target = a.decide(now, self.target, self.router.queued());
+        }
+        if self.router.queued() > 0 {
+            // A replica back in rotation (an endpoint answering again) frees no permit, so
+            // nothing else would hand it the waiting requests.
+            self.router.dispatch();
         }
         if self.failures > 0
             && running
@@ -758,7 +771,8 @@ impl Actor {
             }
             running_old -= 1;
         }
-        // Scale down: drain the least busy.
+        // Scale down: drain those out of rotation first (a remote endpoint that left DNS),
+        // then the least busy.
         let mut running = running_cur;
         while running > self.target {
             let idle = self
@@ -766,7 +780,7 @@ impl Actor {
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.state == ReplicaState::Running)
-                .min_by_key(|(_, r)| r.ongoing())
+                .min_by_key(|(_, r)| (!r.liveness.is_ejected(), r.ongoing()))
                 .map(|(i, _)| i);
             if let Some(i) = idle {
                 self.drain(i, "scaling down");
@@ -841,6 +855,7 @@ impl Actor {
         self.router.set_limits(Limits {
             max_queued: config.max_queued_requests,
             request_timeout: config.request_timeout,
+            retry_unsent: d.backend.may_refuse_unsent(),
         });
         for r in &self.replicas {
             if let Some(s) = &r.slot {

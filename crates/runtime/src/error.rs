@@ -77,6 +77,15 @@ pub enum InferError {
         /// Requests waiting when this one was refused.
         queued: usize,
     },
+    /// A replica could not send the request anywhere (a remote endpoint refused the
+    /// connection): nothing ran, so the router may retry it on another replica.
+    #[error("replica {replica} could not take the request: {reason}")]
+    NotSent {
+        /// The replica (for a remote deployment, its endpoint).
+        replica: String,
+        /// Why.
+        reason: String,
+    },
     /// The request took longer than the deployment's `request_timeout_s`.
     #[error("request to deployment {name} timed out after {after:?}")]
     Timeout {
@@ -94,7 +103,7 @@ impl InferError {
             InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => "model_not_found",
             InferError::ModelNotReady { .. } => "model_not_ready",
             InferError::InvalidInput(_) => "invalid_input",
-            InferError::Unavailable(_) => "unavailable",
+            InferError::Unavailable(_) | InferError::NotSent { .. } => "unavailable",
             InferError::Internal(_) => "internal",
             InferError::Overloaded { .. } => "overloaded",
             InferError::Timeout { .. } => "timeout",
@@ -125,6 +134,7 @@ impl From<InferError> for ModelError {
         match e {
             InferError::InvalidInput(m) => ModelError::InvalidInput(m),
             e @ (InferError::Unavailable(_)
+            | InferError::NotSent { .. }
             | InferError::ModelNotReady { .. }
             | InferError::Overloaded { .. }
             | InferError::Timeout { .. }) => ModelError::Unavailable(e.to_string()),

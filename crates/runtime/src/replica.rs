@@ -89,6 +89,9 @@ pub struct Liveness {
     /// Requests holding a permit on the replica.
     ongoing: AtomicUsize,
     dead: AtomicBool,
+    /// Out of rotation for now (a remote endpoint that does not answer), unlike `dead` not for
+    /// good: it gets no new request until it is put back.
+    ejected: AtomicBool,
     /// `ongoing` at the moment the replica was marked dead: the requests its death cost.
     held_at_death: AtomicUsize,
 }
@@ -110,6 +113,17 @@ impl Liveness {
         self.dead.load(Ordering::Acquire)
     }
 
+    /// Takes the replica out of rotation (`true`) or puts it back (`false`); returns whether
+    /// that changed anything. Requests it holds go on.
+    pub fn set_ejected(&self, ejected: bool) -> bool {
+        self.ejected.swap(ejected, Ordering::AcqRel) != ejected
+    }
+
+    /// Whether the replica is out of rotation for now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
     /// Requests holding a permit on the replica now.
     pub fn ongoing(&self) -> usize {
         self.ongoing.load(Ordering::Relaxed)
@@ -120,9 +134,10 @@ impl Liveness {
         self.held_at_death.load(Ordering::Acquire)
     }
 
-    /// Takes one unit of capacity if the replica is alive and below `max`.
+    /// Takes one unit of capacity if the replica is alive, in rotation and below `max`.
     pub(crate) fn try_take(&self, max: usize) -> bool {
         !self.is_dead()
+            && !self.is_ejected()
             && self
                 .ongoing
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -196,6 +211,20 @@ impl ReplicaStart {
 pub trait ReplicaBackend: Send + Sync + 'static {
     /// Makes and loads a replica; returns once it can serve, or why it could not start.
     async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String>;
+
+    /// How many replicas the backend itself has, when it decides (one per endpoint of a
+    /// remote deployment, as DNS answers): the controller then aims for this count instead of
+    /// `num_replicas` or autoscaling. `None` (the default): the deployment's options decide.
+    fn replica_count(&self) -> Option<watch::Receiver<usize>> {
+        None
+    }
+
+    /// Whether a replica may refuse a request before sending it anywhere
+    /// ([`InferError::NotSent`](crate::InferError::NotSent)): the router then keeps a copy of
+    /// each request to retry it once on another replica.
+    fn may_refuse_unsent(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a fresh, unloaded instance of a model: called once per replica the controller

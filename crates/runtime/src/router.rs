@@ -90,6 +90,9 @@ pub(crate) struct ReplicaSet {
 pub(crate) struct Limits {
     pub(crate) max_queued: Option<usize>,
     pub(crate) request_timeout: Option<Duration>,
+    /// Replicas may refuse a request before sending it ([`InferError::NotSent`]): keep a copy
+    /// and retry it once on another replica.
+    pub(crate) retry_unsent: bool,
 }
 
 struct Waiter {
@@ -230,16 +233,41 @@ impl Router {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
-    /// Runs a request on a replica, waiting in the queue if all are busy.
+    /// Hands waiting requests the capacity there is (a replica back in rotation frees none).
+    pub(crate) fn dispatch(&self) {
+        self.inner.dispatch();
+    }
+
+    /// Runs a request on a replica, waiting in the queue if all are busy. A request the
+    /// replica could not send anywhere ([`InferError::NotSent`]: a remote endpoint refused the
+    /// connection, and has been taken out of rotation) is retried once on another replica,
+    /// within the same deadline; a request that was sent is never retried.
     pub(crate) async fn call(
         &self,
         payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
-        self.route(ctx, |replica, ctx, permit| async move {
-            replica.infer(payload, ctx, permit).await
-        })
-        .await
+        let retry = self
+            .inner
+            .limits
+            .load()
+            .retry_unsent
+            .then(|| (payload.clone(), ctx.clone()));
+        let first = self
+            .route(ctx, |replica, ctx, permit| async move {
+                replica.infer(payload, ctx, permit).await
+            })
+            .await;
+        match (first, retry) {
+            (Err(InferError::NotSent { replica, reason }), Some((payload, ctx))) => {
+                tracing::debug!(deployment = %self.inner.name, %replica, %reason, "retrying a request that was not sent");
+                self.route(ctx, |replica, ctx, permit| async move {
+                    replica.infer(payload, ctx, permit).await
+                })
+                .await
+            }
+            (result, _) => result,
+        }
     }
 
     /// Calls a method of the deployment's model (between Python deployments) on a replica,
@@ -316,6 +344,13 @@ impl Router {
                 && let Some(e) = inner.refusal(&set.availability)
             {
                 return Err(e);
+            }
+            if !set.replicas.is_empty() && set.replicas.iter().all(|r| r.liveness.is_ejected()) {
+                return Err(InferError::Unavailable(format!(
+                    "deployment {}: none of its {} replicas is in rotation (every endpoint failed its last check)",
+                    inner.name,
+                    set.replicas.len()
+                )));
             }
         }
         let (tx, rx) = oneshot::channel();

@@ -54,6 +54,7 @@ impl ApiError {
                 }
                 InferError::ModelNotReady { .. }
                 | InferError::Unavailable(_)
+                | InferError::NotSent { .. }
                 | InferError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 InferError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
                 InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
@@ -81,6 +82,7 @@ pub fn grpc_status(e: &InferError) -> tonic::Status {
         InferError::InvalidInput(_) => tonic::Status::invalid_argument(msg),
         InferError::ModelNotReady { .. }
         | InferError::Unavailable(_)
+        | InferError::NotSent { .. }
         | InferError::Overloaded { .. } => tonic::Status::unavailable(msg),
         InferError::Timeout { .. } => tonic::Status::deadline_exceeded(msg),
         InferError::Internal(_) => tonic::Status::internal(msg),
