@@ -203,6 +203,96 @@ pub fn response_to(resp: InferResponse) -> pb::ModelInferResponse {
     }
 }
 
+/// An `InferRequest` → a `ModelInferRequest` for `model_name` (a remote server's name of the
+/// model), every input in `raw_input_contents`: the bytes are not copied.
+pub fn request_to(req: InferRequest, model_name: &str) -> pb::ModelInferRequest {
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut raw = Vec::with_capacity(req.inputs.len());
+    for t in req.inputs {
+        inputs.push(pb::model_infer_request::InferInputTensor {
+            name: t.name,
+            datatype: t.datatype.as_str().to_owned(),
+            shape: t
+                .shape
+                .iter()
+                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                .collect(),
+            parameters: parameters_to(&t.parameters),
+            contents: None,
+        });
+        raw.push(t.data);
+    }
+    pb::ModelInferRequest {
+        model_name: model_name.to_owned(),
+        model_version: String::new(),
+        id: req.id.unwrap_or_default(),
+        parameters: parameters_to(&req.parameters),
+        inputs,
+        outputs: req
+            .outputs
+            .into_iter()
+            .map(|o| pb::model_infer_request::InferRequestedOutputTensor {
+                parameters: parameters_to(&o.parameters),
+                name: o.name,
+            })
+            .collect(),
+        raw_input_contents: raw,
+    }
+}
+
+/// A `ModelInferResponse` (from a remote server) → an `InferResponse`, with every size
+/// checked; outputs come from `raw_output_contents` or, where a server sends them, typed
+/// `contents`.
+pub fn response_from(resp: pb::ModelInferResponse) -> Result<InferResponse, ProtocolError> {
+    let raw = !resp.raw_output_contents.is_empty();
+    if raw && resp.raw_output_contents.len() != resp.outputs.len() {
+        return Err(invalid(format!(
+            "the response has {} outputs but {} raw_output_contents",
+            resp.outputs.len(),
+            resp.raw_output_contents.len()
+        )));
+    }
+    let mut raws = resp.raw_output_contents.into_iter();
+    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    for output in resp.outputs {
+        let datatype: DataType = output
+            .datatype
+            .parse()
+            .map_err(|e| invalid(format!("output '{}': {e}", output.name)))?;
+        let shape = shape_from(&output.name, &output.shape)?;
+        let data = match (raws.next(), output.contents) {
+            (Some(bytes), _) => bytes,
+            (None, Some(c)) => contents_bytes(&output.name, datatype, c)?,
+            (None, None) => Bytes::new(),
+        };
+        let mut t = Tensor::new(output.name, datatype, shape, data)?;
+        t.parameters = parameters_from(output.parameters);
+        outputs.push(t);
+    }
+    Ok(InferResponse {
+        model_name: resp.model_name,
+        model_version: (!resp.model_version.is_empty()).then_some(resp.model_version),
+        id: (!resp.id.is_empty()).then_some(resp.id),
+        parameters: parameters_from(resp.parameters),
+        outputs,
+    })
+}
+
+/// gRPC tensor metadata (a remote server's) → protocol tensor metadata.
+pub fn tensor_metadata_from(
+    t: pb::model_metadata_response::TensorMetadata,
+) -> Result<TensorMetadata, ProtocolError> {
+    let datatype = t
+        .datatype
+        .parse()
+        .map_err(|e| invalid(format!("tensor '{}': {e}", t.name)))?;
+    Ok(TensorMetadata {
+        name: t.name,
+        datatype,
+        shape: t.shape,
+    })
+}
+
 /// Protocol tensor metadata → gRPC tensor metadata.
 pub fn tensor_metadata_to(t: &TensorMetadata) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
