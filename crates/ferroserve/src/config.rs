@@ -195,6 +195,8 @@ pub enum ModelKind {
     Python(PythonSpec),
     /// An inference graph over other deployments.
     Graph(Arc<GraphSpec>),
+    /// Other V2 servers, one replica per endpoint, over gRPC.
+    Remote(ferroserve_remote::RemoteSpec),
     /// An ONNX model run by the built-in ONNX Runtime backend.
     Onnx {
         /// The `.onnx` file.
@@ -358,6 +360,28 @@ impl Config {
                 Some(serde_json::Value::Bool(b)) => b,
                 Some(_) => bail!("{at}.exposed: true or false"),
             };
+            if let Some(remote) = fields.remove("remote") {
+                if fields.contains_key("model")
+                    || fields.contains_key("python")
+                    || fields.contains_key("onnx")
+                    || weights.is_some()
+                {
+                    bail!("{at}: set one of 'model', 'python', 'onnx' or 'remote'");
+                }
+                for owned in ["num_replicas", "autoscaling_config"] {
+                    if fields.contains_key(owned) {
+                        bail!("{at}.{owned}: a remote deployment has one replica per endpoint");
+                    }
+                }
+                let spec = remote_spec(&format!("{at}.remote"), remote, &name)?;
+                deployments.push(DeploymentConfig {
+                    options: deployment_options(&at, fields)?,
+                    name,
+                    model: ModelKind::Remote(spec),
+                    exposed,
+                });
+                continue;
+            }
             if let Some(onnx) = fields.remove("onnx") {
                 let serde_json::Value::String(path) = onnx else {
                     bail!("{at}.onnx: the path of a .onnx file is required");
@@ -572,6 +596,82 @@ pub(crate) fn take_spinning(
 }
 
 /// The remaining fields of a deployment: Ray Serve's options.
+/// A deployment's `remote:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteFile {
+    /// `host:port` of each server.
+    endpoints: Option<Vec<String>>,
+    /// `host:port` whose addresses are the servers (a headless Service).
+    dns: Option<String>,
+    /// The model's name on the servers (default: the deployment's name).
+    model: Option<String>,
+    /// `grpc` (the default).
+    protocol: Option<String>,
+    /// HTTP/2 connections per endpoint (default 1).
+    connections: Option<usize>,
+    /// Seconds between DNS lookups (default 5).
+    dns_refresh_s: Option<f64>,
+    /// Seconds between probes of each endpoint (default 1).
+    health_period_s: Option<f64>,
+}
+
+fn remote_spec(
+    at: &str,
+    value: serde_json::Value,
+    name: &str,
+) -> anyhow::Result<ferroserve_remote::RemoteSpec> {
+    use ferroserve_remote::{DEFAULT_DNS_REFRESH, DEFAULT_HEALTH_PERIOD, EndpointSource};
+    let file: RemoteFile = serde_json::from_value(value).map_err(|e| anyhow!("{at}: {e}"))?;
+    let host_port = |field: &str, e: &str| -> anyhow::Result<()> {
+        match e.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => bail!("{at}.{field}: '{e}' must be host:port"),
+        }
+    };
+    let source = match (file.endpoints, file.dns) {
+        (Some(list), None) => {
+            if list.is_empty() {
+                bail!("{at}.endpoints: at least one host:port is needed");
+            }
+            for e in &list {
+                host_port("endpoints", e)?;
+            }
+            EndpointSource::List(list)
+        }
+        (None, Some(dns)) => {
+            host_port("dns", &dns)?;
+            let refresh = match file.dns_refresh_s {
+                Some(s) => seconds(&format!("{at}.dns_refresh_s"), s)?,
+                None => DEFAULT_DNS_REFRESH,
+            };
+            EndpointSource::Dns { name: dns, refresh }
+        }
+        _ => bail!("{at}: set one of 'endpoints' (a list of host:port) or 'dns' (host:port)"),
+    };
+    match file.protocol.as_deref() {
+        None | Some("grpc") => {}
+        Some("http") => bail!(
+            "{at}.protocol: http is not supported yet: give the servers' gRPC ports (protocol: grpc)"
+        ),
+        Some(other) => bail!("{at}.protocol: '{other}' must be grpc"),
+    }
+    let connections = file.connections.unwrap_or(1);
+    if connections == 0 || connections > 64 {
+        bail!("{at}.connections: {connections} must be 1 to 64");
+    }
+    let health_period = match file.health_period_s {
+        Some(s) => seconds(&format!("{at}.health_period_s"), s)?,
+        None => DEFAULT_HEALTH_PERIOD,
+    };
+    Ok(ferroserve_remote::RemoteSpec {
+        source,
+        model: file.model.unwrap_or_else(|| name.to_owned()),
+        connections,
+        health_period,
+    })
+}
+
 pub(crate) fn deployment_options(
     at: &str,
     fields: serde_json::Map<String, serde_json::Value>,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ferroserve_example_iris::{IrisModel, WeightsSource};
 use ferroserve_onnx::{OnnxModel, OnnxOptions, default_intra_op_threads};
 use ferroserve_python::PythonBackend;
+use ferroserve_remote::RemoteBackend;
 use ferroserve_runtime::graph::GraphModel;
 use ferroserve_runtime::{Deployment, Identity};
 
@@ -46,6 +47,9 @@ pub fn deployment(d: &DeploymentConfig) -> Deployment {
         }
         ModelKind::Python(spec) => {
             Deployment::from_backend(d.name.clone(), Arc::new(PythonBackend::new(spec.clone())))
+        }
+        ModelKind::Remote(spec) => {
+            Deployment::from_backend(d.name.clone(), Arc::new(RemoteBackend::new(spec.clone())))
         }
     };
     deployment.options(d.options.clone()).exposed(d.exposed)
