@@ -21,6 +21,8 @@
 //! Throughput and latency percentiles are taken over those last three windows, and so is the CPU
 //! time of this process and, with `--server-pid`, of the server (from `/proc/<pid>/stat`).
 
+mod floor;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +42,7 @@ usage:
       [--threads 1] [--label TEXT] [--h2-window BYTES]
       [--server-pid PID]
   ferroserve-bench-grpc memcpy [--mib 64] [--runs 9]
+  ferroserve-bench-grpc floor --port N      (a bare gRPC server echoing ModelInfer)
 
   --url        gRPC: http://127.0.0.1:8081; HTTP: http://127.0.0.1:8080 (the /v2/... path is added)
   --elements   N: one FP32 input named input-0 of shape [1,N]
@@ -58,11 +61,18 @@ fn main() -> ExitCode {
     let result = match args.next().as_deref() {
         Some("load") => parse_load(args).and_then(run_load),
         Some("memcpy") => parse_memcpy(args).map(run_memcpy),
+        Some("floor") => match (args.next().as_deref(), args.next()) {
+            (Some("--port"), Some(port)) => port
+                .parse()
+                .map_err(|e| format!("--port {port}: {e}"))
+                .and_then(floor::run),
+            _ => Err("usage: ferroserve-bench-grpc floor --port N".into()),
+        },
         Some("-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        _ => Err("expected a subcommand: load or memcpy".into()),
+        _ => Err("expected a subcommand: load, memcpy or floor".into()),
     };
     match result {
         Ok(code) => code,
