@@ -137,13 +137,46 @@ def test_kserves_python_server_serves_through_a_remote_deployment(tmp_path):
         kserve.proc.wait(timeout=20)
 
 
+def post_v1(url: str, model: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{url}/v1/models/{model}:predict", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_a_remote_over_http_forwards_v2_binary_and_v1_and_grpc_refuses_v1(tmp_path):
+    a, a_grpc = pod(tmp_path, "pod-http")
+    ingress = serve_config(
+        tmp_path,
+        "ingress-http",
+        "deployments:\n"
+        f"  - {{name: clf, remote: {{endpoints: ['127.0.0.1:{a.port}'], model: identity, protocol: http}}}}\n"
+        f"  - {{name: flowers, remote: {{endpoints: ['127.0.0.1:{a.port}'], model: iris, protocol: http}}}}\n"
+        f"  - {{name: flowers-grpc, remote: {{endpoints: ['127.0.0.1:{a_grpc}'], model: iris}}}}\n",
+    )
+    try:
+        wait_until("the endpoints serve", lambda: all(_status_running(ingress, n) == 1 for n in ("clf", "flowers", "flowers-grpc")))
+        out = infer(ingress.url, "clf")
+        assert out["model_name"] == "clf" and out["outputs"][0]["data"] == [1.0, 2.0, 3.0, 4.0]
+        assert post_v1(ingress.url, "flowers", {"instances": [[6.9, 3.1, 5.4, 2.1]]}) == {"predictions": [2]}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post_v1(ingress.url, "flowers-grpc", {"instances": [[6.9, 3.1, 5.4, 2.1]]})
+        assert e.value.code == 400 and "protocol: http" in e.value.read().decode()
+        # Bad input is the remote's 400, named by endpoint.
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post_v1(ingress.url, "flowers", {"instances": [[1.0]]})
+        assert e.value.code == 400 and f"127.0.0.1:{a.port}" in e.value.read().decode()
+    finally:
+        _stop(ingress)
+        _stop(a)
+
+
 def test_remote_config_errors_name_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
     for remote, expected in (
         ("{endpoints: [], model: m}", "at least one host:port"),
         ("{endpoints: ['no-port'], model: m}", "must be host:port"),
         ("{endpoints: ['a:1'], dns: 'b:1'}", "set one of 'endpoints'"),
-        ("{dns: 'pods:8081', protocol: carrier-pigeon}", "must be grpc"),
+        ("{dns: 'pods:8081', protocol: carrier-pigeon}", "must be grpc or http"),
         ("{dns: 'pods:8081', endpoint: 'x:1'}", "unknown field"),
     ):
         path.write_text(f"deployments:\n  - name: r\n    remote: {remote}\n")

@@ -606,7 +606,7 @@ struct RemoteFile {
     dns: Option<String>,
     /// The model's name on the servers (default: the deployment's name).
     model: Option<String>,
-    /// `grpc` (the default).
+    /// `grpc` (the default) or `http`.
     protocol: Option<String>,
     /// HTTP/2 connections per endpoint (default 1).
     connections: Option<usize>,
@@ -649,13 +649,11 @@ fn remote_spec(
         }
         _ => bail!("{at}: set one of 'endpoints' (a list of host:port) or 'dns' (host:port)"),
     };
-    match file.protocol.as_deref() {
-        None | Some("grpc") => {}
-        Some("http") => bail!(
-            "{at}.protocol: http is not supported yet: give the servers' gRPC ports (protocol: grpc)"
-        ),
-        Some(other) => bail!("{at}.protocol: '{other}' must be grpc"),
-    }
+    let protocol = match file.protocol.as_deref() {
+        None | Some("grpc") => ferroserve_remote::RemoteProtocol::Grpc,
+        Some("http") => ferroserve_remote::RemoteProtocol::Http,
+        Some(other) => bail!("{at}.protocol: '{other}' must be grpc or http"),
+    };
     let connections = file.connections.unwrap_or(1);
     if connections == 0 || connections > 64 {
         bail!("{at}.connections: {connections} must be 1 to 64");
@@ -667,6 +665,7 @@ fn remote_spec(
     Ok(ferroserve_remote::RemoteSpec {
         source,
         model: file.model.unwrap_or_else(|| name.to_owned()),
+        protocol,
         connections,
         health_period,
     })

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::json::{decode_header, write_request, write_response};
+use crate::json::{decode_header, decode_response_header, write_request, write_response};
 use crate::v2::{InferRequest, InferResponse, RequestedOutput};
 use crate::{Parameters, ProtocolError};
 
@@ -27,6 +27,27 @@ pub fn decode_request(body: Bytes, json_len: Option<usize>) -> Result<InferReque
             }
             let header = decode_header(&body[..len])?;
             header.assemble(body.slice(len..), true)
+        }
+    }
+}
+
+/// Decodes a V2 response body (what a forwarding replica reads back), as
+/// [`decode_request`] decodes a request: with `json_len`, a JSON header followed by the binary
+/// data of the outputs that carry `binary_data_size`; without it, all JSON.
+pub fn decode_response(
+    body: Bytes,
+    json_len: Option<usize>,
+) -> Result<InferResponse, ProtocolError> {
+    match json_len {
+        None => decode_response_header(&body)?.assemble(Bytes::new(), false),
+        Some(len) => {
+            if len > body.len() {
+                return Err(ProtocolError::Binary(format!(
+                    "Inference-Header-Content-Length is {len} but the body has only {} bytes",
+                    body.len()
+                )));
+            }
+            decode_response_header(&body[..len])?.assemble(body.slice(len..), true)
         }
     }
 }
@@ -122,6 +143,40 @@ mod tests {
             b.extend_from_slice(blob);
         }
         (Bytes::from(b), json.len())
+    }
+
+    #[test]
+    fn a_response_encoded_with_binary_and_json_outputs_decodes_to_itself() {
+        let resp = InferResponse {
+            model_name: "m".into(),
+            model_version: Some("2".into()),
+            id: Some("r1".into()),
+            parameters: Parameters::new(),
+            outputs: vec![
+                Tensor::from_values("b", vec![2], &[1.5f32, -2.0]).unwrap(),
+                Tensor::from_values("j", vec![1, 2], &[7i64, 8]).unwrap(),
+            ],
+        };
+        let requested = [RequestedOutput {
+            name: "b".into(),
+            parameters: [("binary_data".to_owned(), crate::Parameter::Bool(true))]
+                .into_iter()
+                .collect(),
+        }];
+        let encoded = encode_response(&resp, &Parameters::new(), &requested).unwrap();
+        assert_eq!(encoded.blobs.len(), 1);
+        let json_len = encoded.json.len();
+        let back = decode_response(Bytes::from(encoded.to_vec()), Some(json_len)).unwrap();
+        assert_eq!(back.model_name, "m");
+        assert_eq!(back.id.as_deref(), Some("r1"));
+        assert_eq!(back.outputs[0].data, resp.outputs[0].data);
+        assert_eq!(back.outputs[1].data, resp.outputs[1].data);
+        assert_eq!(back.outputs[1].shape, vec![1, 2]);
+        let short = Bytes::from(encoded.json.clone());
+        assert!(
+            decode_response(short, Some(json_len)).is_err(),
+            "missing binary data"
+        );
     }
 
     #[test]

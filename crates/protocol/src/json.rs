@@ -87,66 +87,7 @@ impl RequestHeader {
         binary: Bytes,
         binary_allowed: bool,
     ) -> Result<InferRequest, ProtocolError> {
-        let mut offset = 0usize;
-        let mut inputs = Vec::with_capacity(self.inputs.len());
-        for input in self.inputs {
-            let name = input.name;
-            let binary_size = input.parameters.get("binary_data_size");
-            let data = match (input.data, binary_size) {
-                (Some(_), Some(_)) => {
-                    return Err(ProtocolError::tensor(
-                        &name,
-                        "has both 'data' and the 'binary_data_size' parameter",
-                    ));
-                }
-                (None, None) => {
-                    return Err(ProtocolError::tensor(&name, "'data' field is missing"));
-                }
-                (Some(sink), None) => sink.into_bytes(&name, input.datatype)?,
-                (None, Some(size)) => {
-                    if !binary_allowed {
-                        return Err(ProtocolError::tensor(
-                            &name,
-                            "has 'binary_data_size' but the request has no Inference-Header-Content-Length header",
-                        ));
-                    }
-                    let size = size
-                        .as_u64()
-                        .and_then(|s| usize::try_from(s).ok())
-                        .ok_or_else(|| {
-                            ProtocolError::tensor(
-                                &name,
-                                "'binary_data_size' must be a non-negative integer",
-                            )
-                        })?;
-                    let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
-                        ProtocolError::Binary(format!(
-                            "input '{name}' needs {size} bytes at offset {offset} but only {} remain",
-                            binary.len() - offset
-                        ))
-                    })?;
-                    let data = binary.slice(offset..end);
-                    offset = end;
-                    data
-                }
-            };
-            let shape = checked_shape(&name, &input.shape)?;
-            let count = element_count(&name, &shape)?;
-            check_data(&name, input.datatype, count, &data)?;
-            inputs.push(Tensor {
-                name,
-                datatype: input.datatype,
-                shape,
-                data,
-                parameters: input.parameters,
-            });
-        }
-        if offset != binary.len() {
-            return Err(ProtocolError::Binary(format!(
-                "{} bytes follow the last binary input",
-                binary.len() - offset
-            )));
-        }
+        let inputs = assemble_tensors(self.inputs, &binary, binary_allowed, "input")?;
         let req = InferRequest {
             id: self.id,
             parameters: self.parameters,
@@ -156,6 +97,114 @@ impl RequestHeader {
         req.validate()?;
         Ok(req)
     }
+}
+
+/// The JSON part of a response (what a forwarding replica reads back), before binary data.
+#[derive(Deserialize)]
+pub(crate) struct ResponseHeader {
+    #[serde(default)]
+    model_name: String,
+    #[serde(default)]
+    model_version: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "deserialize_optional")]
+    parameters: Parameters,
+    #[serde(default)]
+    outputs: Vec<InputHeader>,
+}
+
+pub(crate) fn decode_response_header(json: &[u8]) -> Result<ResponseHeader, ProtocolError> {
+    serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))
+}
+
+impl ResponseHeader {
+    /// Builds the response, taking the data of outputs with `binary_data_size` from `binary`.
+    pub(crate) fn assemble(
+        self,
+        binary: Bytes,
+        binary_allowed: bool,
+    ) -> Result<InferResponse, ProtocolError> {
+        Ok(InferResponse {
+            model_name: self.model_name,
+            model_version: self.model_version,
+            id: self.id,
+            parameters: self.parameters,
+            outputs: assemble_tensors(self.outputs, &binary, binary_allowed, "output")?,
+        })
+    }
+}
+
+/// The tensors of a decoded header: JSON `data`, or binary data taken from `binary` in order
+/// for tensors with `binary_data_size`; every size checked against the shape. `kind` names
+/// them in errors (`input`, `output`).
+fn assemble_tensors(
+    headers: Vec<InputHeader>,
+    binary: &Bytes,
+    binary_allowed: bool,
+    kind: &str,
+) -> Result<Vec<Tensor>, ProtocolError> {
+    let mut offset = 0usize;
+    let mut tensors = Vec::with_capacity(headers.len());
+    for header in headers {
+        let name = header.name;
+        let binary_size = header.parameters.get("binary_data_size");
+        let data = match (header.data, binary_size) {
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::tensor(
+                    &name,
+                    "has both 'data' and the 'binary_data_size' parameter",
+                ));
+            }
+            (None, None) => {
+                return Err(ProtocolError::tensor(&name, "'data' field is missing"));
+            }
+            (Some(sink), None) => sink.into_bytes(&name, header.datatype)?,
+            (None, Some(size)) => {
+                if !binary_allowed {
+                    return Err(ProtocolError::tensor(
+                        &name,
+                        "has 'binary_data_size' but the body has no Inference-Header-Content-Length header",
+                    ));
+                }
+                let size = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| {
+                        ProtocolError::tensor(
+                            &name,
+                            "'binary_data_size' must be a non-negative integer",
+                        )
+                    })?;
+                let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
+                    ProtocolError::Binary(format!(
+                        "{kind} '{name}' needs {size} bytes at offset {offset} but only {} remain",
+                        binary.len() - offset
+                    ))
+                })?;
+                let data = binary.slice(offset..end);
+                offset = end;
+                data
+            }
+        };
+        let shape = checked_shape(&name, &header.shape)?;
+        let count = element_count(&name, &shape)?;
+        check_data(&name, header.datatype, count, &data)?;
+        tensors.push(Tensor {
+            name,
+            datatype: header.datatype,
+            shape,
+            data,
+            parameters: header.parameters,
+        });
+    }
+    if offset != binary.len() {
+        return Err(ProtocolError::Binary(format!(
+            "{} bytes follow the last binary {kind}",
+            binary.len() - offset
+        )));
+    }
+    Ok(tensors)
 }
 
 fn checked_shape(name: &str, shape: &[i64]) -> Result<Vec<u64>, ProtocolError> {

@@ -1,5 +1,5 @@
 //! Remote deployments: a deployment whose replicas are other V2 servers (another ferroserve,
-//! Triton, KServe), one replica per endpoint, reached over gRPC. The router, backpressure
+//! Triton, KServe), one replica per endpoint, reached over gRPC or REST. The router, backpressure
 //! (`max_ongoing_requests` per endpoint), timeouts, metrics and status treat them as any
 //! replica.
 //!
@@ -15,7 +15,10 @@
 //!   one that was sent is not retried and fails naming the endpoint. The caller's deadline is
 //!   sent as `grpc-timeout`, and a caller that leaves resets the stream.
 
+mod connection;
 mod endpoints;
+mod grpc;
+mod http;
 mod replica;
 
 use std::sync::Arc;
@@ -25,10 +28,12 @@ use async_trait::async_trait;
 use ferroserve_runtime::{Replica, ReplicaBackend, ReplicaStart};
 use tokio::sync::watch;
 
+pub use connection::RemoteProtocol;
 pub use endpoints::EndpointSource;
 
+use crate::connection::Connection;
 use crate::endpoints::Endpoints;
-use crate::replica::{Connection, RemoteReplica};
+use crate::replica::RemoteReplica;
 
 /// Default seconds between DNS lookups of a `dns:` remote.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -42,6 +47,8 @@ pub struct RemoteSpec {
     pub source: EndpointSource,
     /// The model's name on the remote servers.
     pub model: String,
+    /// gRPC or REST.
+    pub protocol: RemoteProtocol,
     /// HTTP/2 connections per endpoint (used in turn).
     pub connections: usize,
     /// Time between probes of each endpoint.
@@ -70,7 +77,12 @@ impl ReplicaBackend for RemoteBackend {
             .claim(start.liveness())
             .ok_or_else(|| "every endpoint has a replica already".to_owned())?;
         let prepared = async {
-            let connection = Connection::new(&endpoint, &self.spec.model, self.spec.connections)?;
+            let connection = Connection::new(
+                self.spec.protocol,
+                &endpoint,
+                &self.spec.model,
+                self.spec.connections,
+            )?;
             let timeout = self.spec.health_period.max(Duration::from_secs(2));
             connection.probe(timeout).await?;
             let info = connection.metadata(timeout).await?;
