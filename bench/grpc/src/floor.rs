@@ -14,12 +14,17 @@ struct Floor;
 type Answer<T> = Result<Response<T>, Status>;
 
 fn unimplemented<T>() -> Answer<T> {
-    Err(Status::unimplemented("the floor server only echoes ModelInfer"))
+    Err(Status::unimplemented(
+        "the floor server only echoes ModelInfer",
+    ))
 }
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Floor {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Answer<pb::ServerLiveResponse> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Answer<pb::ServerLiveResponse> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
@@ -30,7 +35,10 @@ impl GrpcInferenceService for Floor {
         Ok(Response::new(pb::ServerReadyResponse { ready: true }))
     }
 
-    async fn model_ready(&self, _: Request<pb::ModelReadyRequest>) -> Answer<pb::ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        _: Request<pb::ModelReadyRequest>,
+    ) -> Answer<pb::ModelReadyResponse> {
         Ok(Response::new(pb::ModelReadyResponse { ready: true }))
     }
 
@@ -48,7 +56,10 @@ impl GrpcInferenceService for Floor {
         unimplemented()
     }
 
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> Answer<pb::ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Answer<pb::ModelInferResponse> {
         let req = req.into_inner();
         let outputs = req
             .inputs
@@ -71,8 +82,7 @@ impl GrpcInferenceService for Floor {
         }))
     }
 
-    type ModelStreamInferStream =
-        tokio_stream::Empty<Result<pb::ModelStreamInferResponse, Status>>;
+    type ModelStreamInferStream = tokio_stream::Empty<Result<pb::ModelStreamInferResponse, Status>>;
 
     async fn model_stream_infer(
         &self,
@@ -81,7 +91,10 @@ impl GrpcInferenceService for Floor {
         unimplemented()
     }
 
-    async fn model_config(&self, _: Request<pb::ModelConfigRequest>) -> Answer<pb::ModelConfigResponse> {
+    async fn model_config(
+        &self,
+        _: Request<pb::ModelConfigRequest>,
+    ) -> Answer<pb::ModelConfigResponse> {
         unimplemented()
     }
 
