@@ -170,6 +170,36 @@ def test_a_remote_over_http_forwards_v2_binary_and_v1_and_grpc_refuses_v1(tmp_pa
         _stop(a)
 
 
+def test_a_graph_spans_pods_through_remote_deployments(tmp_path):
+    """KServe's InferenceGraph over two remote deployments (each on its own pod): a Sequence
+    whose steps run on different servers, no HTTP of the user's in between."""
+    (a, a_grpc), (b, b_grpc) = pod(tmp_path, "pod-g1"), pod(tmp_path, "pod-g2")
+    ingress = serve_config(
+        tmp_path,
+        "ingress-graph",
+        "deployments:\n"
+        f"  - {{name: first, exposed: false, remote: {{endpoints: ['127.0.0.1:{a_grpc}'], model: identity}}}}\n"
+        f"  - {{name: second, exposed: false, remote: {{endpoints: ['127.0.0.1:{b_grpc}'], model: identity}}}}\n"
+        "graphs:\n"
+        "  - name: pipeline\n"
+        "    nodes:\n"
+        "      root:\n"
+        "        routerType: Sequence\n"
+        "        steps:\n"
+        "          - {name: one, serviceName: first}\n"
+        "          - {name: two, serviceName: second, data: $response}\n",
+    )
+    try:
+        wait_until("both remotes serve", lambda: _status_running(ingress, "first") == 1 and _status_running(ingress, "second") == 1)
+        before = (served(a.url), served(b.url))
+        out = infer(ingress.url, "pipeline")
+        assert out["outputs"][0]["data"] == [1.0, 2.0, 3.0, 4.0]
+        assert (served(a.url), served(b.url)) == (before[0] + 1, before[1] + 1), "each step ran on its own pod"
+    finally:
+        for s in (ingress, a, b):
+            _stop(s)
+
+
 def test_remote_config_errors_name_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
     for remote, expected in (
