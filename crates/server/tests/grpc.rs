@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -547,4 +548,62 @@ async fn an_inference_graph_answers_over_grpc() {
     assert_eq!(resp.id, "42");
     assert_eq!(resp.outputs[0].name, "x");
     assert_eq!(resp.raw_output_contents[0], data);
+}
+
+/// Holds every call until `n` have arrived, then answers them all (identity): a server that
+/// handled one connection's streams one after another would never answer.
+struct Gathering(Arc<tokio::sync::Barrier>);
+
+#[async_trait::async_trait]
+impl ferroserve_runtime::Model for Gathering {
+    fn may_block(&self) -> bool {
+        false
+    }
+
+    async fn predict(
+        &self,
+        p: ferroserve_runtime::Payload,
+        ctx: &ferroserve_runtime::RequestContext,
+    ) -> Result<ferroserve_runtime::Prediction, ferroserve_runtime::ModelError> {
+        self.0.wait().await;
+        ferroserve_runtime::Identity.predict(p, ctx).await
+    }
+}
+
+#[tokio::test]
+async fn sixty_four_calls_on_one_channel_are_served_concurrently() {
+    const CALLS: usize = 64;
+    let barrier = Arc::new(tokio::sync::Barrier::new(CALLS));
+    let s = TestServer::start(vec![
+        Deployment::new("gather", move || Gathering(barrier.clone())).max_ongoing_requests(CALLS),
+    ])
+    .await;
+    s.wait_model("gather", 200).await;
+    let channel = client(&s).await; // one connection; every call below is a stream on it
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let mut c = channel.clone();
+            tokio::spawn(async move {
+                let data = (i as u32).to_le_bytes().to_vec();
+                c.model_infer(raw_request("gather", vec![("x", "UINT32", vec![1], data)]))
+                    .await
+            })
+        })
+        .collect();
+    let all = async {
+        let mut answers = Vec::with_capacity(CALLS);
+        for call in calls {
+            answers.push(call.await.unwrap().unwrap().into_inner());
+        }
+        answers
+    };
+    let answers = tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .expect("all 64 calls were answered (served concurrently, not one after another)");
+    for (i, resp) in answers.iter().enumerate() {
+        assert_eq!(
+            resp.raw_output_contents[0].as_ref(),
+            (i as u32).to_le_bytes()
+        );
+    }
 }
