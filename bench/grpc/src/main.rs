@@ -39,7 +39,7 @@ const USAGE: &str = "\
 usage:
   ferroserve-bench-grpc load --mode grpc|http-binary|http-json --url URL [--model identity]
       [--elements 16] [--concurrency 1] [--window 2] [--max-windows 10] [--stability 10]
-      [--threads 1] [--label TEXT] [--h2-window BYTES]
+      [--threads 1] [--label TEXT] [--h2-window BYTES] [--channels N]
       [--server-pid PID]
   ferroserve-bench-grpc memcpy [--mib 64] [--runs 9]
   ferroserve-bench-grpc floor --port N      (a bare gRPC server echoing ModelInfer)
@@ -51,6 +51,8 @@ usage:
   --threads    tokio worker threads (1: a current-thread runtime)
   --h2-window  gRPC: the client's HTTP/2 stream and connection flow-control windows, in bytes
                (default: hyper's, 2 MiB per stream and 5 MiB per connection)
+  --channels   gRPC: N connections shared by the C tasks (many streams per connection, as one
+               tritonclient channel); default: one connection per task
   --server-pid the server's process: its CPU time over the measured windows is reported too
 ";
 
@@ -118,6 +120,10 @@ struct LoadArgs {
     h2_window: Option<u32>,
     /// A process whose CPU time is sampled at every window boundary, as this one's is.
     server_pid: Option<u32>,
+    /// gRPC only: this many connections shared by the tasks (task i uses connection
+    /// i mod N: many streams on one connection, as tritonclient's one channel); default one
+    /// connection per task.
+    channels: Option<usize>,
 }
 
 /// `--key value` pairs, in any order.
@@ -153,6 +159,7 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
         label: None,
         h2_window: None,
         server_pid: None,
+        channels: None,
     };
     let mut mode = None;
     for (k, v) in pairs(args)? {
@@ -182,6 +189,7 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
             "label" => a.label = Some(v),
             "h2-window" => a.h2_window = Some(num(&k, &v)?),
             "server-pid" => a.server_pid = Some(num(&k, &v)?),
+            "channels" => a.channels = Some(num(&k, &v)?),
             _ => return Err(format!("unknown option --{k}")),
         }
     }
@@ -194,6 +202,14 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
     }
     if a.max_windows < 3 {
         return Err("--max-windows must be at least 3".into());
+    }
+    if let Some(n) = a.channels {
+        if n == 0 || n > a.concurrency {
+            return Err("--channels must be 1 to --concurrency".into());
+        }
+        if !matches!(a.mode, Mode::Grpc) {
+            return Err("--channels is for --mode grpc".into());
+        }
     }
     Ok(a)
 }
@@ -615,11 +631,15 @@ async fn load(a: LoadArgs) -> Result<(Value, bool), String> {
 
     // Connect every task, and check one full round trip on each, before any clock starts.
     let mut conns = Vec::with_capacity(a.concurrency);
+    let connections = a.channels.unwrap_or(a.concurrency);
     for i in 0..a.concurrency {
-        let mut conn = connect(&a, &prepared).await?;
+        let mut conn = match (i < connections, conns.get(i % connections)) {
+            (false, Some(Conn::Grpc(client, req))) => Conn::Grpc(client.clone(), req.clone()),
+            _ => connect(&a, &prepared).await?,
+        };
         conn.call(&expect, true)
             .await
-            .map_err(|e| format!("{what}: the first request of connection {i} failed: {e}"))?;
+            .map_err(|e| format!("{what}: the first request of task {i} failed: {e}"))?;
         conns.push(conn);
     }
 
@@ -729,6 +749,7 @@ async fn load(a: LoadArgs) -> Result<(Value, bool), String> {
         "concurrency": a.concurrency,
         "threads": a.threads,
         "h2_window": a.h2_window,
+        "channels": a.channels,
         "window_s": secs,
         "max_windows": a.max_windows,
         "stability_pct": a.stability_pct,
