@@ -1,7 +1,8 @@
 //! `ferroserve-bench-grpc floor --port N`: the bare gRPC floor. A tonic server whose
 //! `ModelInfer` echoes each input as an output of the same name, datatype, shape and bytes,
 //! with no model, router or replica in between: what any V2 gRPC server must at least do.
-//! `ServerLive`, `ServerReady` and `ModelReady` answer true; the other RPCs are unimplemented.
+//! `ServerLive`, `ServerReady` and `ModelReady` answer true and `ModelMetadata` an empty
+//! signature (so it can be a remote deployment's endpoint); the other RPCs are unimplemented.
 
 use ferroserve_server::grpc::pb;
 use ferroserve_server::grpc::pb::grpc_inference_service_server::{
@@ -51,9 +52,15 @@ impl GrpcInferenceService for Floor {
 
     async fn model_metadata(
         &self,
-        _: Request<pb::ModelMetadataRequest>,
+        req: Request<pb::ModelMetadataRequest>,
     ) -> Answer<pb::ModelMetadataResponse> {
-        unimplemented()
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: req.into_inner().name,
+            versions: Vec::new(),
+            platform: "floor".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }))
     }
 
     async fn model_infer(
