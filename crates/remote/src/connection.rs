@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use ferroserve_runtime::{InferError, ModelInfo, Payload, Prediction};
+use ferroserve_runtime::{ModelInfo, Payload, Prediction};
 
+use crate::error::CallError;
 use crate::grpc::GrpcConnection;
 use crate::http::HttpConnection;
 
@@ -18,16 +19,6 @@ pub enum RemoteProtocol {
     Grpc,
     /// V2 over REST with the binary tensor extension, and V1 passed through.
     Http,
-}
-
-/// Why a call failed.
-#[derive(Debug)]
-pub(crate) enum CallError {
-    /// Nothing reached the endpoint (the connection could not be made): safe to retry
-    /// elsewhere.
-    NotSent(String),
-    /// The endpoint may have run it; the error to answer.
-    Failed(InferError),
 }
 
 /// One endpoint's clients.

@@ -13,7 +13,7 @@ use ferroserve_server::grpc::pb;
 use ferroserve_server::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::transport::Channel;
 
-use crate::connection::CallError;
+use crate::error::CallError;
 
 /// HTTP/2 pings on idle connections, so a partitioned endpoint is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);

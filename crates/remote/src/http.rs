@@ -11,7 +11,7 @@ use ferroserve_runtime::protocol::v2::ModelMetadata;
 use ferroserve_runtime::protocol::{Parameter, v2::InferRequest};
 use ferroserve_runtime::{InferError, ModelInfo, Payload, Prediction};
 
-use crate::connection::CallError;
+use crate::error::CallError;
 
 /// HTTP clients of one endpoint (reqwest keeps a pool of keep-alive connections).
 #[derive(Clone)]

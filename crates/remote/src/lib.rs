@@ -17,6 +17,7 @@
 
 mod connection;
 mod endpoints;
+mod error;
 mod grpc;
 mod http;
 mod replica;

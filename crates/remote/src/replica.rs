@@ -12,8 +12,9 @@ use ferroserve_runtime::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::connection::{CallError, Connection};
+use crate::connection::Connection;
 use crate::endpoints::Endpoints;
+use crate::error::CallError;
 
 /// One endpoint of a remote deployment, as the router's replica.
 pub(crate) struct RemoteReplica {
