@@ -121,6 +121,33 @@ fn contents_bytes(
     Ok(Bytes::from(out))
 }
 
+/// One tensor of a message: its bytes from `raw` (raw contents) or from typed `contents`;
+/// `kind` (input, output) names it in errors. With neither, an output is empty and an input an
+/// error.
+fn tensor_from_parts(
+    kind: &str,
+    name: String,
+    datatype: &str,
+    shape: &[i64],
+    parameters: std::collections::HashMap<String, pb::InferParameter>,
+    raw: Option<Bytes>,
+    contents: Option<pb::InferTensorContents>,
+) -> Result<Tensor, ProtocolError> {
+    let datatype: DataType = datatype
+        .parse()
+        .map_err(|e| invalid(format!("{kind} '{name}': {e}")))?;
+    let shape = shape_from(&name, shape)?;
+    let data = match (raw, contents) {
+        (Some(bytes), _) => bytes,
+        (None, Some(c)) => contents_bytes(&name, datatype, c)?,
+        (None, None) if kind == "output" => Bytes::new(),
+        (None, None) => return Err(invalid(format!("{kind} '{name}' has no contents"))),
+    };
+    let mut t = Tensor::new(name, datatype, shape, data)?;
+    t.parameters = parameters_from(parameters);
+    Ok(t)
+}
+
 /// A `ModelInferRequest` → an `InferRequest`, with every size checked.
 pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, ProtocolError> {
     let raw = !req.raw_input_contents.is_empty();
@@ -141,21 +168,15 @@ pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, Protocol
     let mut raws = req.raw_input_contents.into_iter();
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
-        let datatype: DataType = input
-            .datatype
-            .parse()
-            .map_err(|e| invalid(format!("input '{}': {e}", input.name)))?;
-        let shape = shape_from(&input.name, &input.shape)?;
-        let data = match (raws.next(), input.contents) {
-            (Some(bytes), _) => bytes,
-            (None, Some(c)) => contents_bytes(&input.name, datatype, c)?,
-            (None, None) => {
-                return Err(invalid(format!("input '{}' has no contents", input.name)));
-            }
-        };
-        let mut t = Tensor::new(input.name, datatype, shape, data)?;
-        t.parameters = parameters_from(input.parameters);
-        inputs.push(t);
+        inputs.push(tensor_from_parts(
+            "input",
+            input.name,
+            &input.datatype,
+            &input.shape,
+            input.parameters,
+            raws.next(),
+            input.contents,
+        )?);
     }
     let req = InferRequest {
         id: (!req.id.is_empty()).then_some(req.id),
@@ -255,19 +276,15 @@ pub fn response_from(resp: pb::ModelInferResponse) -> Result<InferResponse, Prot
     let mut raws = resp.raw_output_contents.into_iter();
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     for output in resp.outputs {
-        let datatype: DataType = output
-            .datatype
-            .parse()
-            .map_err(|e| invalid(format!("output '{}': {e}", output.name)))?;
-        let shape = shape_from(&output.name, &output.shape)?;
-        let data = match (raws.next(), output.contents) {
-            (Some(bytes), _) => bytes,
-            (None, Some(c)) => contents_bytes(&output.name, datatype, c)?,
-            (None, None) => Bytes::new(),
-        };
-        let mut t = Tensor::new(output.name, datatype, shape, data)?;
-        t.parameters = parameters_from(output.parameters);
-        outputs.push(t);
+        outputs.push(tensor_from_parts(
+            "output",
+            output.name,
+            &output.datatype,
+            &output.shape,
+            output.parameters,
+            raws.next(),
+            output.contents,
+        )?);
     }
     Ok(InferResponse {
         model_name: resp.model_name,
