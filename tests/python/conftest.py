@@ -142,6 +142,16 @@ def _start(extra_args: list[str], tmp_dir: Path, label: str) -> Server:
     pytest.fail(f"ferroserve ({label}) exited before it was ready; log:\n{last_log}")
 
 
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    """Polls `condition` until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def start_process(
     command: list[str], port: int, tmp_dir: Path, label: str, env: dict | None = None, timeout_s: float = 30
 ) -> Server:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, Server, _free_port, _stop, ferroserve_bin, start_process
+from conftest import REPO_ROOT, Server, _free_port, _stop, ferroserve_bin, start_process, wait_for
 
 BODY = json.dumps(
     {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
@@ -59,12 +59,7 @@ def pod(tmp_path: Path, label: str) -> tuple[Server, int]:
 
 
 def wait_until(what: str, check, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout_s} s: {what}")
+    wait_for(check, what, timeout_s)
 
 
 def test_requests_spread_over_endpoints_and_a_refusing_one_costs_none(tmp_path):

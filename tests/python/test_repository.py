@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import onnx_models
-from conftest import _start, _stop
+from conftest import _start, _stop, wait_for
 from test_onnx import grpc_client, http_client, make_test_repository
 
 
@@ -177,15 +177,6 @@ def test_poll_mode_loads_new_models_and_unloads_removed_ones(_log_dir):
             assert client.get_model_metadata("second")["versions"] == ["2"]
     finally:
         _stop(s)
-
-
-def wait_for(condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @contextlib.contextmanager
