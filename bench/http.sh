@@ -6,7 +6,9 @@
 #   DURATION=30 REPEATS=5 bench/http.sh
 #
 # Other knobs: CONCURRENCY (default "1 64"), WARMUP seconds per server and workload (default 2;
-# 0 to skip), FERROSERVE_PORT (18080), FLOOR_PORT (18090), WRK_CPU (1).
+# 0 to skip), FERROSERVE_PORT (18080), FLOOR_PORT (18090), WRK_CPU (1, the load generators' CPU),
+# CLIENTS ("wrk oha": the load generators; oha, a Rust load generator on hyper, is installed
+# with `cargo install oha` into target/oha on first use, which takes a few minutes).
 # See bench/README.md for the method. Exits non-zero if any run failed.
 set -euo pipefail
 
@@ -25,6 +27,7 @@ CONCURRENCY="${CONCURRENCY:-1 64}"
 FERROSERVE_PORT="${FERROSERVE_PORT:-18080}"
 FLOOR_PORT="${FLOOR_PORT:-18090}"
 WRK_CPU="${WRK_CPU:-1}"
+CLIENTS="${CLIENTS:-wrk oha}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
@@ -42,6 +45,11 @@ if ! command -v wrk >/dev/null; then
     log "installing wrk"
     $SUDO apt-get install -y wrk || { $SUDO apt-get update && $SUDO apt-get install -y wrk; }
     command -v wrk >/dev/null || die "could not install wrk"
+fi
+OHA="$(command -v oha || echo "$ROOT/target/oha/bin/oha")"
+if [[ " $CLIENTS " == *" oha "* && ! -x "$OHA" ]]; then
+    log "installing oha (cargo install oha --locked --root target/oha)"
+    cargo install oha --locked --root "$ROOT/target/oha" >&2 || die "could not install oha"
 fi
 for port in "$FERROSERVE_PORT" "$FLOOR_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -158,7 +166,15 @@ run_wrk() { # outfile duration conc url body ctype hlen
         || { echo "wrk exited with status $?" >>"$1"; return 1; }
 }
 
-log "DURATION=${DURATION}s REPEATS=$REPEATS CONCURRENCY='$CONCURRENCY' WARMUP=${WARMUP}s, wrk on CPU $WRK_CPU"
+run_oha() { # outfile duration conc url body ctype hlen
+    local headers=(-H "Content-Type: $6")
+    [[ -n "$7" ]] && headers+=(-H "Inference-Header-Content-Length: $7")
+    taskset -c "$WRK_CPU" "$OHA" -z "$2"s -c "$3" --no-tui -m POST "${headers[@]}" -D "$5" \
+        --output-format json "$4" >"$1" 2>/dev/null \
+        || { echo "oha exited with status $?" >>"$1.err"; return 1; }
+}
+
+log "DURATION=${DURATION}s REPEATS=$REPEATS CONCURRENCY='$CONCURRENCY' WARMUP=${WARMUP}s, $CLIENTS on CPU $WRK_CPU"
 for w in "${WORKLOADS[@]}"; do
     IFS='|' read -r name body ctype hlen fpath lpath <<<"$w"
     if (( WARMUP > 0 )); then
@@ -172,12 +188,23 @@ for w in "${WORKLOADS[@]}"; do
             if (( r % 2 == 1 )); then order="ferroserve floor"; else order="floor ferroserve"; fi
             for server in $order; do
                 if [[ "$server" == ferroserve ]]; then url="$FERROSERVE$fpath"; else url="$FLOOR$lpath"; fi
+                if [[ " $CLIENTS " == *" oha "* ]]; then
+                    file="$OUT/${name}+oha__c${c}__${server}__r${r}.json"
+                    run_oha "$file" "$DURATION" "$c" "$url" "$body" "$ctype" "$hlen" || true
+                    rps="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"]))' "$file" 2>/dev/null || true)"
+                    printf '  %-16s c=%-3s %-10s r%s  %10s req/s\n' "$name+oha" "$c" "$server" "$r" "${rps:-?}" >&2
+                    if [[ -z "$rps" ]]; then
+                        FAILED=1
+                        printf '\033[1;31m  !!! RUN FAILED: %s+oha c=%s %s r%s\033[0m\n' "$name" "$c" "$server" "$r" >&2
+                    fi
+                fi
+                [[ " $CLIENTS " == *" wrk "* ]] || continue
                 file="$OUT/${name}__c${c}__${server}__r${r}.txt"
                 run_wrk "$file" "$DURATION" "$c" "$url" "$body" "$ctype" "$hlen" || true
                 rps="$(awk '/^Requests\/sec:/ {print $2}' "$file")"
                 bad="$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' "$file")"
                 sock="$(grep -E '^ *Socket errors' "$file" || true)"
-                printf '  %-12s c=%-3s %-10s r%s  %10s req/s\n' "$name" "$c" "$server" "$r" "${rps:-?}" >&2
+                printf '  %-16s c=%-3s %-10s r%s  %10s req/s\n' "$name" "$c" "$server" "$r" "${rps:-?}" >&2
                 if [[ -n "$bad" || -z "$rps" ]] || grep -q '^wrk exited' "$file"; then
                     FAILED=1
                     printf '\033[1;31m  !!! RUN FAILED: %s c=%s %s r%s: %s non-2xx responses\033[0m\n' \

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Summarises the wrk outputs of bench/http.sh: a markdown table on stdout, raw numbers as JSON.
+"""Summarises the wrk and oha outputs of bench/http.sh: a markdown table on stdout, raw numbers
+as JSON.
 
 Usage: report.py [--duration S] [--repeats N] DIR
 
-DIR holds one wrk output per run, named WORKLOAD__cCONCURRENCY__SERVER__rREPEAT.txt. Runs with
+DIR holds one output per run, named WORKLOAD__cCONCURRENCY__SERVER__rREPEAT.txt (wrk's text) or
+.json (oha's JSON); oha's runs are workloads of their own (`json-1x16/oha`). Runs with
 non-2xx responses (or no parsable result) are failed: they are kept in the JSON but left out of
 the medians. The JSON goes to bench/results/http-<timestamp>.json.
 """
@@ -19,7 +21,7 @@ import sys
 
 SERVERS = ("ferroserve", "floor")
 UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
-NAME = re.compile(r"^(?P<workload>.+)__c(?P<c>\d+)__(?P<server>[a-z]+)__r(?P<r>\d+)\.txt$")
+NAME = re.compile(r"^(?P<workload>.+)__c(?P<c>\d+)__(?P<server>[a-z]+)__r(?P<r>\d+)\.(?P<ext>txt|json)$")
 DURATION_US = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
 
 
@@ -52,6 +54,28 @@ def parse_wrk(text):
         and None not in (run["rps"], run["p50_us"], run["p99_us"])
         and "wrk exited" not in text
     )
+    return run
+
+
+def parse_oha(text):
+    """The same figures from one oha `--output-format json` output. Requests cut off at the end
+    of the run (oha's "aborted due to deadline") are not errors."""
+    run = {"rps": None, "p50_us": None, "p99_us": None, "non_2xx": 0, "socket_errors": None}
+    try:
+        d = json.loads(text)
+    except ValueError:
+        run["ok"] = False
+        return run
+    run["rps"] = d.get("summary", {}).get("requestsPerSec")
+    pct = d.get("latencyPercentiles") or {}
+    if pct.get("p50") is not None and pct.get("p99") is not None:
+        run["p50_us"] = pct["p50"] * 1e6
+        run["p99_us"] = pct["p99"] * 1e6
+    codes = d.get("statusCodeDistribution") or {}
+    run["non_2xx"] = sum(n for code, n in codes.items() if not code.startswith("2"))
+    errors = {k: v for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k}
+    run["socket_errors"] = errors or None
+    run["ok"] = run["non_2xx"] == 0 and not errors and None not in (run["rps"], run["p50_us"])
     return run
 
 
@@ -107,7 +131,7 @@ def main():
             raw = f.read()
         run = {"workload": m["workload"], "concurrency": int(m["c"]), "server": m["server"],
                "repeat": int(m["r"])}
-        run.update(parse_wrk(raw))
+        run.update(parse_oha(raw) if m["ext"] == "json" else parse_wrk(raw))
         run["raw"] = raw
         runs.append(run)
     if not runs:
