@@ -7,15 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The tests use what a user installs: the wheel (its binary, its Python package) in .venv. The
+# Rust integration tests that run Python models use that venv's ferroserve package too.
 scripts/python-venv.sh
+wheel="$(scripts/build-wheel.sh)"
+FERROSERVE_WHEEL="$wheel" scripts/python-venv.sh
+export FERROSERVE_WHEEL="$wheel"
 export FERROSERVE_TEST_PYTHON="$PWD/.venv/bin/python"
 cargo build --locked --workspace
 cargo test --locked --workspace
 
-# The Python tests use what a user installs: the wheel (its binary, its Python package).
-wheel="$(scripts/build-wheel.sh)"
-FERROSERVE_WHEEL="$wheel" scripts/python-venv.sh
-export FERROSERVE_WHEEL="$wheel"
 FERROSERVE_IMAGE="$(deploy/image/build.sh "$wheel")"
 export FERROSERVE_IMAGE
 unset FERROSERVE_BIN
