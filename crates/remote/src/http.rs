@@ -11,7 +11,7 @@ use ferroserve_runtime::protocol::v2::ModelMetadata;
 use ferroserve_runtime::protocol::{Parameter, v2::InferRequest};
 use ferroserve_runtime::{InferError, ModelInfo, Payload, Prediction};
 
-use crate::error::CallError;
+use crate::error::{CallError, with_causes};
 
 /// HTTP clients of one endpoint (reqwest keeps a pool of keep-alive connections).
 #[derive(Clone)]
@@ -62,6 +62,7 @@ impl HttpConnection {
         Ok(body)
     }
 
+    /// The server's and the model's readiness, each GET within `timeout`.
     pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), String> {
         self.get_ok("/v2/health/ready", timeout).await?;
         self.get_ok(&format!("/v2/models/{}/ready", self.model), timeout)
@@ -151,12 +152,22 @@ impl HttpConnection {
             .insert("binary_data_output".to_owned(), Parameter::Bool(true));
         let encoded = binary::encode_request(&request)
             .map_err(|e| CallError::Failed(InferError::InvalidInput(e.to_string())))?;
+        // The JSON part, then each tensor's bytes as they are (no copy into one buffer), with
+        // the total length so the body is not chunked.
+        let length = encoded.len();
+        let json_len = encoded.json.len();
+        let parts = std::iter::once(Bytes::from(encoded.json))
+            .chain(encoded.blobs)
+            .map(Ok::<_, std::convert::Infallible>);
         Ok(self
             .client
             .post(format!("{}/v2/models/{}/infer", self.base, self.model))
             .header("content-type", "application/octet-stream")
-            .header(HEADER_CONTENT_LENGTH, encoded.json.len())
-            .body(encoded.to_vec()))
+            .header("content-length", length)
+            .header(HEADER_CONTENT_LENGTH, json_len)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                parts,
+            ))))
     }
 }
 
@@ -168,16 +179,6 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
-/// An error with its causes (reqwest's own message is often only "error sending request").
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text = format!("{text}: {s_text}");
-        }
-        source = s.source();
-    }
-    text
+    with_causes(e.to_string(), e)
 }
