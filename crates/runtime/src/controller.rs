@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::autoscale::{Autoscaler, restart_backoff};
@@ -290,11 +290,12 @@ fn spawn_actor(
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let grace = config.graceful_shutdown_timeout;
-    let target = d
-        .backend
-        .replica_count()
+    let replica_count = d.backend.replica_count();
+    let target = replica_count
+        .as_ref()
         .map_or_else(|| config.initial_replicas(), |count| *count.borrow());
     let actor = Actor {
+        replica_count,
         stages: metrics.stages(&d.name),
         name: d.name.clone(),
         backend: d.backend,
@@ -395,6 +396,8 @@ impl Drop for ReplicaRecord {
 struct Actor {
     name: String,
     backend: Arc<dyn ReplicaBackend>,
+    /// The backend's own replica count, when it has one (`ReplicaBackend::replica_count`).
+    replica_count: Option<watch::Receiver<usize>>,
     config: DeploymentConfig,
     /// Bumped by each update that must replace replicas.
     version: u64,
@@ -602,7 +605,7 @@ impl Actor {
             .iter()
             .filter(|r| r.state == ReplicaState::Running)
             .collect();
-        if let Some(count) = self.backend.replica_count() {
+        if let Some(count) = &self.replica_count {
             // The backend decides (a remote deployment: one replica per endpoint).
             self.target = *count.borrow();
         } else if let Some(a) = &mut self.autoscaler {
@@ -879,8 +882,15 @@ impl Actor {
         }
         if restart {
             self.version += 1;
+            self.replica_count = d.backend.replica_count();
             self.backend = d.backend;
-        } else if config.user_config != self.config.user_config
+        }
+        if let Some(count) = &self.replica_count {
+            // The backend's count, not num_replicas, even for the pass right after an update.
+            self.target = *count.borrow();
+        }
+        if !restart
+            && config.user_config != self.config.user_config
             && let Some(uc) = config.user_config.clone()
         {
             for r in &mut self.replicas {
