@@ -59,7 +59,7 @@ impl Connection {
     pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), String> {
         let probe = async {
             match self {
-                Connection::Grpc(c) => c.probe(timeout).await,
+                Connection::Grpc(c) => c.probe().await,
                 Connection::Http(c) => c.probe(timeout).await,
             }
         };

@@ -13,7 +13,7 @@ use ferroserve_server::grpc::pb;
 use ferroserve_server::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::transport::Channel;
 
-use crate::error::CallError;
+use crate::error::{CallError, with_causes};
 
 /// HTTP/2 pings on idle connections, so a partitioned endpoint is noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -67,43 +67,34 @@ impl GrpcConnection {
         self.clients[i].clone()
     }
 
-    /// ServerReady and ModelReady, within `timeout`: `Err` says what failed.
-    pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), String> {
-        let check = async {
-            let mut client = self.client();
-            let server = client
-                .server_ready(pb::ServerReadyRequest {})
-                .await
-                .map_err(|s| self.named(&s))?;
-            if !server.get_ref().ready {
-                return Err(format!(
-                    "endpoint {}: the server is not ready",
-                    self.endpoint
-                ));
-            }
-            let model = client
-                .model_ready(pb::ModelReadyRequest {
-                    name: self.model.clone(),
-                    version: String::new(),
-                })
-                .await
-                .map_err(|s| self.named(&s))?;
-            if !model.get_ref().ready {
-                return Err(format!(
-                    "endpoint {}: model '{}' is not ready",
-                    self.endpoint, self.model
-                ));
-            }
-            Ok(())
-        };
-        tokio::time::timeout(timeout, check)
+    /// ServerReady and ModelReady (`Connection::probe` bounds the time): `Err` says what
+    /// failed.
+    pub(crate) async fn probe(&self) -> Result<(), String> {
+        let mut client = self.client();
+        let server = client
+            .server_ready(pb::ServerReadyRequest {})
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "endpoint {}: no answer within {timeout:?}",
-                    self.endpoint
-                ))
+            .map_err(|s| self.named(&s))?;
+        if !server.get_ref().ready {
+            return Err(format!(
+                "endpoint {}: the server is not ready",
+                self.endpoint
+            ));
+        }
+        let model = client
+            .model_ready(pb::ModelReadyRequest {
+                name: self.model.clone(),
+                version: String::new(),
             })
+            .await
+            .map_err(|s| self.named(&s))?;
+        if !model.get_ref().ready {
+            return Err(format!(
+                "endpoint {}: model '{}' is not ready",
+                self.endpoint, self.model
+            ));
+        }
+        Ok(())
     }
 
     /// The model's metadata on the endpoint, as this server's metadata of the deployment.
@@ -168,16 +159,7 @@ impl GrpcConnection {
 
 /// A status's message, or its transport error where the message is only "transport error".
 fn describe(status: &tonic::Status) -> String {
-    let mut text = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text = format!("{text}: {s}");
-        }
-        source = e.source();
-    }
-    text
+    with_causes(status.message().to_owned(), status)
 }
 
 /// Whether a call failed before anything reached the endpoint: the connection could not be

@@ -56,6 +56,14 @@ pub struct RemoteSpec {
     pub health_period: Duration,
 }
 
+impl RemoteSpec {
+    /// How long one probe (or the metadata read at start) may take: the probe period, at
+    /// least a second.
+    fn probe_timeout(&self) -> Duration {
+        self.health_period.max(Duration::from_secs(1))
+    }
+}
+
 /// Starts one replica per endpoint of a remote deployment.
 pub struct RemoteBackend {
     spec: RemoteSpec,
@@ -84,9 +92,8 @@ impl ReplicaBackend for RemoteBackend {
                 &self.spec.model,
                 self.spec.connections,
             )?;
-            let timeout = self.spec.health_period.max(Duration::from_secs(2));
-            connection.probe(timeout).await?;
-            let info = connection.metadata(timeout).await?;
+            connection.probe(self.spec.probe_timeout()).await?;
+            let info = connection.metadata(self.spec.probe_timeout()).await?;
             Ok::<_, String>((connection, info))
         };
         match prepared.await {
@@ -99,6 +106,7 @@ impl ReplicaBackend for RemoteBackend {
                     start.liveness(),
                     info,
                     self.spec.health_period,
+                    self.spec.probe_timeout(),
                 )))
             }
             Err(why) => {

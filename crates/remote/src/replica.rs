@@ -38,12 +38,14 @@ impl RemoteReplica {
         liveness: Arc<Liveness>,
         info: ModelInfo,
         health_period: Duration,
+        probe_timeout: Duration,
     ) -> Self {
         let monitor = tokio::spawn(monitor(
             connection.clone(),
             endpoints.clone(),
             liveness.clone(),
             health_period,
+            probe_timeout,
         ));
         RemoteReplica {
             deployment,
@@ -51,7 +53,7 @@ impl RemoteReplica {
             endpoints,
             liveness,
             info,
-            probe_timeout: health_period.max(Duration::from_secs(1)),
+            probe_timeout,
             monitor,
             died: watch::channel(None).0,
             released: std::sync::Once::new(),
@@ -78,8 +80,8 @@ async fn monitor(
     endpoints: Arc<Endpoints>,
     liveness: Arc<Liveness>,
     period: Duration,
+    timeout: Duration,
 ) {
-    let timeout = period.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;
         let verdict = if endpoints.contains(connection.endpoint()) {
