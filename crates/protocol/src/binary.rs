@@ -16,19 +16,8 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 /// Decodes a V2 request body. With `json_len` (the header's value) the body is a JSON header of
 /// that many bytes followed by binary tensor data; without it the whole body is JSON.
 pub fn decode_request(body: Bytes, json_len: Option<usize>) -> Result<InferRequest, ProtocolError> {
-    match json_len {
-        None => decode_header(&body)?.assemble(Bytes::new(), false),
-        Some(len) => {
-            if len > body.len() {
-                return Err(ProtocolError::Binary(format!(
-                    "Inference-Header-Content-Length is {len} but the body has only {} bytes",
-                    body.len()
-                )));
-            }
-            let header = decode_header(&body[..len])?;
-            header.assemble(body.slice(len..), true)
-        }
-    }
+    let (json, binary) = split(body, json_len)?;
+    decode_header(&json)?.assemble(binary, json_len.is_some())
 }
 
 /// Decodes a V2 response body (what a forwarding replica reads back), as
@@ -38,17 +27,19 @@ pub fn decode_response(
     body: Bytes,
     json_len: Option<usize>,
 ) -> Result<InferResponse, ProtocolError> {
+    let (json, binary) = split(body, json_len)?;
+    decode_response_header(&json)?.assemble(binary, json_len.is_some())
+}
+
+/// A body's JSON part and its binary data (none without `json_len`), sliced, not copied.
+fn split(body: Bytes, json_len: Option<usize>) -> Result<(Bytes, Bytes), ProtocolError> {
     match json_len {
-        None => decode_response_header(&body)?.assemble(Bytes::new(), false),
-        Some(len) => {
-            if len > body.len() {
-                return Err(ProtocolError::Binary(format!(
-                    "Inference-Header-Content-Length is {len} but the body has only {} bytes",
-                    body.len()
-                )));
-            }
-            decode_response_header(&body[..len])?.assemble(body.slice(len..), true)
-        }
+        None => Ok((body, Bytes::new())),
+        Some(len) if len > body.len() => Err(ProtocolError::Binary(format!(
+            "Inference-Header-Content-Length is {len} but the body has only {} bytes",
+            body.len()
+        ))),
+        Some(len) => Ok((body.slice(..len), body.slice(len..))),
     }
 }
 

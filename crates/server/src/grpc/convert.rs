@@ -65,6 +65,14 @@ fn shape_from(name: &str, shape: &[i64]) -> Result<Vec<u64>, ProtocolError> {
         .collect()
 }
 
+/// A protocol shape as gRPC's signed dimensions.
+fn shape_to(shape: &[u64]) -> Vec<i64> {
+    shape
+        .iter()
+        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+        .collect()
+}
+
 /// Typed `contents` → the little-endian buffer of `datatype`.
 fn contents_bytes(
     name: &str,
@@ -204,11 +212,7 @@ pub fn response_to(resp: InferResponse) -> pb::ModelInferResponse {
         outputs.push(pb::model_infer_response::InferOutputTensor {
             name: t.name,
             datatype: t.datatype.as_str().to_owned(),
-            shape: t
-                .shape
-                .iter()
-                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                .collect(),
+            shape: shape_to(&t.shape),
             parameters: parameters_to(&t.parameters),
             contents: None,
         });
@@ -233,11 +237,7 @@ pub fn request_to(req: InferRequest, model_name: &str) -> pb::ModelInferRequest 
         inputs.push(pb::model_infer_request::InferInputTensor {
             name: t.name,
             datatype: t.datatype.as_str().to_owned(),
-            shape: t
-                .shape
-                .iter()
-                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                .collect(),
+            shape: shape_to(&t.shape),
             parameters: parameters_to(&t.parameters),
             contents: None,
         });
