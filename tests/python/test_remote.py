@@ -98,11 +98,7 @@ def test_requests_spread_over_endpoints_and_a_refusing_one_costs_none(tmp_path):
 
 
 def _status_running(server: Server, name: str = "clf") -> int:
-    with urllib.request.urlopen(f"{server.url}/-/status", timeout=5) as r:
-        for d in json.loads(r.read())["deployments"]:
-            if d["name"] == name:
-                return sum(1 for rep in d["replicas"] if rep["state"] == "running")
-    return 0
+    return _status_running_url(server.url, name)
 
 
 def test_kserves_python_server_serves_through_a_remote_deployment(tmp_path):
@@ -323,11 +319,12 @@ def _ready_model(url: str) -> bool:
         return False
 
 
-def _status_running_url(url: str) -> int:
+def _status_running_url(url: str, name: str = "clf") -> int:
+    """Running replicas of deployment `name` in the server's status (0 while it does not answer)."""
     try:
         with urllib.request.urlopen(f"{url}/-/status", timeout=5) as r:
             for d in json.loads(r.read())["deployments"]:
-                if d["name"] == "clf":
+                if d["name"] == name:
                     return sum(1 for rep in d["replicas"] if rep["state"] == "running")
     except (urllib.error.URLError, OSError):
         pass
