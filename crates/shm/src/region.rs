@@ -1,0 +1,217 @@
+//! A client's registered region (Triton's system shared-memory extension): a POSIX
+//! shared-memory object, opened by its key as `shm_open` would (`/dev/shm/<key>`), of which
+//! only `[offset, offset + byte_size)` may be read or written.
+//!
+//! The region is read and written with `pread`/`pwrite`, not mapped: a client that shrinks
+//! its object while registered gets an error on its next request, where a mapping would have
+//! crashed the server (SIGBUS).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+
+use bytes::Bytes;
+use rustix::fs::OFlags;
+
+use crate::ShmError;
+
+/// Where POSIX shared-memory objects live on Linux.
+const SHM_DIR: &str = "/dev/shm";
+
+/// A registered region: see the module documentation.
+#[derive(Debug)]
+pub struct ClientRegion {
+    file: File,
+    key: String,
+    offset: u64,
+    byte_size: u64,
+}
+
+impl ClientRegion {
+    /// Opens the object `key` (as `shm_open` names it: one optional leading `/`, then a name
+    /// without `/`) and checks that `[offset, offset + byte_size)` lies within it. Symbolic
+    /// links and anything but a regular file are refused.
+    pub fn open(key: &str, offset: u64, byte_size: u64) -> Result<ClientRegion, ShmError> {
+        let name = key.strip_prefix('/').unwrap_or(key);
+        let invalid = |why| ShmError::InvalidKey {
+            key: key.to_owned(),
+            why,
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(invalid("it names no object"));
+        }
+        if name.contains('/') || name.contains('\0') {
+            return Err(invalid("only one leading '/' is allowed, and no NUL"));
+        }
+        if name.len() > 255 {
+            return Err(invalid("it is longer than 255 bytes"));
+        }
+        let path = std::path::Path::new(SHM_DIR).join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&path)
+            .map_err(|e| ShmError::io(format!("unable to open shared memory key '{key}'"), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ShmError::io(format!("unable to inspect shared memory key '{key}'"), e))?;
+        if !meta.file_type().is_file() {
+            return Err(invalid("it is not a shared-memory object"));
+        }
+        let region = ClientRegion {
+            file,
+            key: key.to_owned(),
+            offset,
+            byte_size,
+        };
+        region.check("the registered region", 0, byte_size, meta.len())?;
+        Ok(region)
+    }
+
+    /// The key it was opened by.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Offset of the region in the object.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Size of the region.
+    pub fn byte_size(&self) -> u64 {
+        self.byte_size
+    }
+
+    /// Checks that `[offset, offset + len)` of the region lies within `limit` bytes of the
+    /// object (and within the region).
+    fn check(&self, what: &'static str, offset: u64, len: u64, limit: u64) -> Result<(), ShmError> {
+        let fits_region = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.byte_size);
+        let fits_object = self
+            .offset
+            .checked_add(offset)
+            .and_then(|start| start.checked_add(len))
+            .is_some_and(|end| end <= limit);
+        if fits_region && fits_object {
+            Ok(())
+        } else {
+            Err(ShmError::OutOfRange {
+                what,
+                offset,
+                len,
+                size: self.byte_size.min(limit.saturating_sub(self.offset)),
+            })
+        }
+    }
+
+    /// Copies `len` bytes at `offset` of the region. The caller bounds `len` before asking.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Bytes, ShmError> {
+        self.check("a read", offset, len, u64::MAX)?;
+        let size = usize::try_from(len).map_err(|_| ShmError::OutOfRange {
+            what: "a read",
+            offset,
+            len,
+            size: self.byte_size,
+        })?;
+        let mut data = vec![0u8; size];
+        self.file
+            .read_exact_at(&mut data, self.offset + offset)
+            .map_err(|e| ShmError::io(format!("reading shared memory key '{}'", self.key), e))?;
+        Ok(Bytes::from(data))
+    }
+
+    /// Writes `parts` one after another at `offset` of the region.
+    pub fn write(&self, offset: u64, parts: &[&[u8]]) -> Result<(), ShmError> {
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        self.check("a write", offset, len, u64::MAX)?;
+        let mut at = self.offset + offset;
+        for p in parts {
+            self.file.write_all_at(p, at).map_err(|e| {
+                ShmError::io(format!("writing shared memory key '{}'", self.key), e)
+            })?;
+            at += p.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared-memory object of `len` bytes, removed when dropped.
+    struct Object(String);
+
+    impl Object {
+        fn new(len: u64) -> Object {
+            let name = format!("ferroserve-test-{}-{}", std::process::id(), fastrand_like());
+            let f = File::create(std::path::Path::new(SHM_DIR).join(&name)).unwrap();
+            f.set_len(len).unwrap();
+            Object(name)
+        }
+    }
+
+    impl Drop for Object {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(std::path::Path::new(SHM_DIR).join(&self.0));
+        }
+    }
+
+    fn fastrand_like() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    #[test]
+    fn reads_and_writes_stay_inside_the_registered_range() {
+        let obj = Object::new(64);
+        let key = format!("/{}", obj.0);
+        let region = ClientRegion::open(&key, 16, 32).unwrap();
+        region.write(0, &[b"abc", b"def"]).unwrap();
+        assert_eq!(&region.read(2, 3).unwrap()[..], b"cde");
+        assert!(region.read(30, 4).is_err(), "past the region's end");
+        assert!(region.write(31, &[b"xy"]).is_err());
+        assert!(region.read(u64::MAX, 2).is_err());
+        let raw = std::fs::read(std::path::Path::new(SHM_DIR).join(&obj.0)).unwrap();
+        assert_eq!(
+            &raw[16..22],
+            b"abcdef",
+            "written at the region's offset in the object"
+        );
+    }
+
+    #[test]
+    fn regions_beyond_the_object_and_bad_keys_are_refused() {
+        let obj = Object::new(64);
+        assert!(ClientRegion::open(&obj.0, 0, 65).is_err());
+        assert!(ClientRegion::open(&obj.0, 60, 8).is_err());
+        assert!(ClientRegion::open(&obj.0, u64::MAX, 2).is_err());
+        for key in [
+            "",
+            "/",
+            "/..",
+            "../etc/passwd",
+            "/a/b",
+            "no-such-object-here",
+        ] {
+            assert!(ClientRegion::open(key, 0, 1).is_err(), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_shrunk_object_is_an_error_not_a_crash() {
+        let obj = Object::new(64);
+        let region = ClientRegion::open(&obj.0, 0, 64).unwrap();
+        File::options()
+            .write(true)
+            .open(std::path::Path::new(SHM_DIR).join(&obj.0))
+            .unwrap()
+            .set_len(8)
+            .unwrap();
+        assert!(region.read(0, 64).is_err());
+    }
+}
