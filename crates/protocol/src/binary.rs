@@ -7,6 +7,7 @@
 use bytes::Bytes;
 
 use crate::json::{decode_header, decode_response_header, write_request, write_response};
+use crate::shared_memory::{NoSharedMemory, SharedMemoryReader};
 use crate::v2::{InferRequest, InferResponse, RequestedOutput};
 use crate::{Parameters, ProtocolError};
 
@@ -15,9 +16,20 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 /// Decodes a V2 request body. With `json_len` (the header's value) the body is a JSON header of
 /// that many bytes followed by binary tensor data; without it the whole body is JSON.
+/// Inputs in shared memory are refused (see [`decode_request_with`]).
 pub fn decode_request(body: Bytes, json_len: Option<usize>) -> Result<InferRequest, ProtocolError> {
+    decode_request_with(body, json_len, &NoSharedMemory)
+}
+
+/// As [`decode_request`], reading inputs in shared memory (Triton's `shared_memory_region`
+/// parameters) through `shm`.
+pub fn decode_request_with(
+    body: Bytes,
+    json_len: Option<usize>,
+    shm: &dyn SharedMemoryReader,
+) -> Result<InferRequest, ProtocolError> {
     let (json, binary) = split(body, json_len)?;
-    decode_header(&json)?.assemble(binary, json_len.is_some())
+    decode_header(&json)?.assemble(binary, json_len.is_some(), shm)
 }
 
 /// Decodes a V2 response body (what a forwarding replica reads back), as
@@ -109,6 +121,7 @@ pub fn encode_response(
                 .and_then(|r| r.parameters.get("binary_data"))
                 .and_then(|p| p.as_bool())
                 .unwrap_or(default)
+                && !crate::shared_memory::is_written(t)
         })
         .collect();
     let mut json = Vec::with_capacity(256);

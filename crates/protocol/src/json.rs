@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::parameters::deserialize_optional;
+use crate::shared_memory::{self, SharedMemoryReader, SharedMemoryRef};
 use crate::tensor::{check_data, element_count};
 use crate::v2::{InferRequest, InferResponse, RequestedOutput};
 use crate::{DataType, Parameters, ProtocolError, Tensor};
@@ -24,7 +25,7 @@ pub const MAX_DATA_DEPTH: u32 = 32;
 
 /// Decodes a V2 inference request sent as plain JSON (no binary tensor data).
 pub fn decode_request(body: &[u8]) -> Result<InferRequest, ProtocolError> {
-    decode_header(body)?.assemble(Bytes::new(), false)
+    decode_header(body)?.assemble(Bytes::new(), false, &shared_memory::NoSharedMemory)
 }
 
 /// Encodes a V2 inference request as plain JSON, every input with its `data` (what a client
@@ -82,12 +83,14 @@ pub(crate) fn decode_header(json: &[u8]) -> Result<RequestHeader, ProtocolError>
 impl RequestHeader {
     /// Builds the request, taking the data of inputs with `binary_data_size` from `binary` in
     /// order. `binary_allowed` is false when the request came without the binary header.
+    /// Inputs in shared memory are read through `shm`.
     pub(crate) fn assemble(
         self,
         binary: Bytes,
         binary_allowed: bool,
+        shm: &dyn SharedMemoryReader,
     ) -> Result<InferRequest, ProtocolError> {
-        let inputs = assemble_tensors(self.inputs, &binary, binary_allowed, "input")?;
+        let inputs = assemble_tensors(self.inputs, &binary, binary_allowed, "input", Some(shm))?;
         let req = InferRequest {
             id: self.id,
             parameters: self.parameters,
@@ -130,61 +133,79 @@ impl ResponseHeader {
             model_version: self.model_version,
             id: self.id,
             parameters: self.parameters,
-            outputs: assemble_tensors(self.outputs, &binary, binary_allowed, "output")?,
+            outputs: assemble_tensors(self.outputs, &binary, binary_allowed, "output", None)?,
         })
     }
 }
 
 /// The tensors of a decoded header: JSON `data`, or binary data taken from `binary` in order
-/// for tensors with `binary_data_size`; every size checked against the shape. `kind` names
-/// them in errors (`input`, `output`).
+/// for tensors with `binary_data_size`, or read through `shm` for tensors in shared memory;
+/// every size checked against the shape. `kind` names them in errors (`input`, `output`).
 fn assemble_tensors(
     headers: Vec<InputHeader>,
     binary: &Bytes,
     binary_allowed: bool,
     kind: &str,
+    shm: Option<&dyn SharedMemoryReader>,
 ) -> Result<Vec<Tensor>, ProtocolError> {
     let mut offset = 0usize;
     let mut tensors = Vec::with_capacity(headers.len());
-    for header in headers {
+    for mut header in headers {
         let name = header.name;
         let binary_size = header.parameters.get("binary_data_size");
-        let data = match (header.data, binary_size) {
-            (Some(_), Some(_)) => {
+        let in_shm = match shm {
+            Some(_) => SharedMemoryRef::from_parameters(&name, &header.parameters)?,
+            None => None,
+        };
+        let data = if let (Some(at), Some(shm)) = (&in_shm, shm) {
+            if header.data.is_some() || binary_size.is_some() {
                 return Err(ProtocolError::tensor(
                     &name,
-                    "has both 'data' and the 'binary_data_size' parameter",
+                    "has data and the 'shared_memory_region' parameter; give one",
                 ));
             }
-            (None, None) => {
-                return Err(ProtocolError::tensor(&name, "'data' field is missing"));
-            }
-            (Some(sink), None) => sink.into_bytes(&name, header.datatype)?,
-            (None, Some(size)) => {
-                if !binary_allowed {
+            let shape = checked_shape(&name, &header.shape)?;
+            at.check_size(&name, header.datatype, &shape)?;
+            shared_memory::strip_parameters(&mut header.parameters);
+            shm.read(&name, at)?
+        } else {
+            match (header.data, binary_size) {
+                (Some(_), Some(_)) => {
                     return Err(ProtocolError::tensor(
                         &name,
-                        "has 'binary_data_size' but the body has no Inference-Header-Content-Length header",
+                        "has both 'data' and the 'binary_data_size' parameter",
                     ));
                 }
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| {
-                        ProtocolError::tensor(
+                (None, None) => {
+                    return Err(ProtocolError::tensor(&name, "'data' field is missing"));
+                }
+                (Some(sink), None) => sink.into_bytes(&name, header.datatype)?,
+                (None, Some(size)) => {
+                    if !binary_allowed {
+                        return Err(ProtocolError::tensor(
                             &name,
-                            "'binary_data_size' must be a non-negative integer",
-                        )
-                    })?;
-                let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
+                            "has 'binary_data_size' but the body has no Inference-Header-Content-Length header",
+                        ));
+                    }
+                    let size = size
+                        .as_u64()
+                        .and_then(|s| usize::try_from(s).ok())
+                        .ok_or_else(|| {
+                            ProtocolError::tensor(
+                                &name,
+                                "'binary_data_size' must be a non-negative integer",
+                            )
+                        })?;
+                    let end = offset.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
                     ProtocolError::Binary(format!(
                         "{kind} '{name}' needs {size} bytes at offset {offset} but only {} remain",
                         binary.len() - offset
                     ))
                 })?;
-                let data = binary.slice(offset..end);
-                offset = end;
-                data
+                    let data = binary.slice(offset..end);
+                    offset = end;
+                    data
+                }
             }
         };
         let shape = checked_shape(&name, &header.shape)?;
@@ -656,7 +677,11 @@ fn write_tensor(out: &mut Vec<u8>, t: &Tensor, binary: bool) -> Result<(), Proto
     write_string(obj.out, t.datatype.as_str());
     obj.key("shape");
     write_serde(obj.out, &t.shape)?;
-    if binary {
+    if shared_memory::is_written(t) {
+        // Its data went to the client's region; the parameters say where.
+        obj.key("parameters");
+        write_serde(obj.out, &t.parameters)?;
+    } else if binary {
         let mut params = t.parameters.clone();
         params.insert(
             "binary_data_size".to_owned(),

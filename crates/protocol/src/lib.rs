@@ -5,7 +5,8 @@
 //! - [`v2`]: inference requests and responses, metadata messages;
 //! - [`json`]: the V2 JSON codec (flat or nested `data` in, flat `data` out);
 //! - [`binary`]: the binary tensor data extension (`Inference-Header-Content-Length`);
-//! - [`v1`]: the V1 (`instances` → `predictions`) body checks.
+//! - [`v1`]: the V1 (`instances` → `predictions`) body checks;
+//! - [`shared_memory`]: tensors that name a client's shared-memory region instead of data.
 //!
 //! Nothing here knows HTTP or gRPC: the codecs take and return bytes.
 //! Every size that comes from a client is checked (overflow-safe) against the data actually
@@ -17,6 +18,7 @@ mod element;
 mod error;
 pub mod json;
 mod parameters;
+pub mod shared_memory;
 mod tensor;
 pub mod v1;
 pub mod v2;
