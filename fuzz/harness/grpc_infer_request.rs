@@ -16,7 +16,9 @@ pub fn check(input: &[u8]) -> bool {
     let Ok(message) = pb::ModelInferRequest::decode(Bytes::copy_from_slice(input)) else {
         return false;
     };
-    let Ok(req) = convert::request_from(message) else {
+    let Ok(req) =
+        convert::request_from(message, &ferroserve_protocol::shared_memory::NoSharedMemory)
+    else {
         return false;
     };
     for t in &req.inputs {

@@ -132,6 +132,48 @@ impl GrpcInferenceService for Floor {
     ) -> Answer<pb::RepositoryModelUnloadResponse> {
         unimplemented()
     }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Answer<pb::SystemSharedMemoryStatusResponse> {
+        unimplemented()
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Answer<pb::SystemSharedMemoryRegisterResponse> {
+        unimplemented()
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Answer<pb::SystemSharedMemoryUnregisterResponse> {
+        unimplemented()
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Answer<pb::CudaSharedMemoryStatusResponse> {
+        unimplemented()
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Answer<pb::CudaSharedMemoryRegisterResponse> {
+        unimplemented()
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Answer<pb::CudaSharedMemoryUnregisterResponse> {
+        unimplemented()
+    }
 }
 
 /// Serves the floor on 127.0.0.1:`port` until killed.

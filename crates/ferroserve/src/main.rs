@@ -146,6 +146,11 @@ struct ServeArgs {
     /// `model-repository:KEY=VALUE` (Triton's); others get PERMISSION_DENIED.
     #[arg(long, value_name = "model-repository:KEY=VALUE")]
     grpc_restricted_protocol: Option<String>,
+    /// Let clients register system shared-memory regions (Triton's `--allow-client-shm`) and
+    /// pass tensors through them; off by default, as a client that can register a key can
+    /// read any shared-memory object this server's user can open.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", alias = "allow_client_shm")]
+    allow_client_shm: Option<bool>,
     /// The Python interpreter of repository Python models without a runtime_env.
     #[arg(long, env = "FERROSERVE_PYTHON", value_name = "PATH")]
     python: Option<PathBuf>,
@@ -237,6 +242,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_restricted = restriction("--http-restricted-api", &args.http_restricted_api)?;
     config.grpc_restricted =
         restriction("--grpc-restricted-protocol", &args.grpc_restricted_protocol)?;
+    config.allow_client_shm = args.allow_client_shm.unwrap_or(false);
     if let Some(host) = args.host {
         config.host = host;
     }

@@ -43,6 +43,7 @@ pub async fn run(
         status_route: config.status_route,
         http_restricted: config.http_restricted.clone(),
         grpc_restricted: config.grpc_restricted.clone(),
+        allow_client_shm: config.allow_client_shm,
     };
     serve(
         deployments,
@@ -108,13 +109,7 @@ async fn serve(
         }
         None => None,
     };
-    let state = AppState {
-        handle,
-        config: Arc::new(server),
-        metrics: http_metrics,
-        registry: Arc::new(registry),
-        repository,
-    };
+    let state = AppState::new(handle, server, http_metrics, registry, repository);
     // One shutdown signal for both ingresses.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -14,6 +14,7 @@ mod metrics;
 mod model_info;
 pub mod repository;
 mod rest;
+pub mod shared_memory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub struct ServerConfig {
     pub http_restricted: Option<repository::Restriction>,
     /// The metadata key (and value) the model-repository RPCs need over gRPC, if restricted.
     pub grpc_restricted: Option<repository::Restriction>,
+    /// Whether clients may register system shared-memory regions (Triton's
+    /// `--allow-client-shm`; off by default, as in Triton).
+    pub allow_client_shm: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             status_route: true,
             http_restricted: None,
             grpc_restricted: None,
+            allow_client_shm: false,
         }
     }
 }
@@ -91,12 +96,17 @@ const EXTENSIONS: &[&str] = &[
     "statistics",
 ];
 
-/// Server metadata, the same over REST and gRPC.
-pub fn server_metadata() -> ferroserve_protocol::v2::ServerMetadata {
+/// Server metadata, the same over REST and gRPC; `system_shared_memory` is listed when
+/// clients may register regions.
+pub fn server_metadata(shared_memory: bool) -> ferroserve_protocol::v2::ServerMetadata {
+    let mut extensions: Vec<String> = EXTENSIONS.iter().map(|e| (*e).to_owned()).collect();
+    if shared_memory {
+        extensions.push("system_shared_memory".to_owned());
+    }
     ferroserve_protocol::v2::ServerMetadata {
         name: "ferroserve".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        extensions: EXTENSIONS.iter().map(|e| (*e).to_owned()).collect(),
+        extensions,
     }
 }
 
@@ -113,6 +123,32 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The model repository, when the server serves one (else the configured deployments).
     pub repository: Option<Arc<dyn repository::ModelRepository>>,
+    /// The shared-memory regions clients registered.
+    pub shared_memory: Arc<shared_memory::SharedMemoryRegistry>,
+}
+
+impl AppState {
+    /// The state of a server over `handle` with `config`, its metrics registered in `registry`.
+    pub fn new(
+        handle: Handle,
+        config: ServerConfig,
+        metrics: HttpMetrics,
+        registry: Registry,
+        repository: Option<Arc<dyn repository::ModelRepository>>,
+    ) -> AppState {
+        let shared_memory = Arc::new(shared_memory::SharedMemoryRegistry::new(
+            config.allow_client_shm,
+            config.max_request_bytes,
+        ));
+        AppState {
+            handle,
+            config: Arc::new(config),
+            metrics,
+            registry: Arc::new(registry),
+            repository,
+            shared_memory,
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {

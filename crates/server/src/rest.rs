@@ -53,6 +53,47 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/v2/repository/models/{name}/unload",
             post(repository_unload),
         )
+        .route(
+            "/v2/systemsharedmemory/status",
+            get(shm_status_all).post(shm_status_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(shm_status).post(shm_status),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(shm_register),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(shm_unregister),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(shm_unregister_all),
+        )
+        // No CUDA region exists here (no GPU); clients clear them before they start.
+        .route(
+            "/v2/cudasharedmemory/status",
+            get(cuda_status_all).post(cuda_status_all),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/status",
+            get(cuda_status).post(cuda_status),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/register",
+            post(cuda_register),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/unregister",
+            post(shm_nothing_to_unregister),
+        )
+        .route(
+            "/v2/cudasharedmemory/unregister",
+            post(shm_nothing_to_unregister),
+        )
         .route("/-/status", get(admin_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -81,8 +122,8 @@ async fn ready(State(s): State<AppState>) -> Response {
     (status, Json(json!({ "ready": ready }))).into_response()
 }
 
-async fn server_metadata() -> Json<ServerMetadata> {
-    Json(crate::server_metadata())
+async fn server_metadata(State(s): State<AppState>) -> Json<ServerMetadata> {
+    Json(crate::server_metadata(s.shared_memory.enabled()))
 }
 
 /// Triton's model configuration (`tritonclient.get_model_config`).
@@ -323,10 +364,10 @@ async fn v2_infer(
                 })?,
         ),
     };
-    let req = binary::decode_request(bytes, json_len)?;
+    let req = binary::decode_request_with(bytes, json_len, &*s.shared_memory)?;
     let params = req.parameters.clone();
     let requested = req.outputs.clone();
-    let resp = match s
+    let mut resp = match s
         .handle
         .infer(
             name,
@@ -340,6 +381,7 @@ async fn v2_infer(
             return Err(InferError::Internal("model returned a V1 response".into()).into());
         }
     };
+    s.shared_memory.write_outputs(&mut resp, &requested)?;
     let encoded = binary::encode_response(&resp, &params, &requested)?;
     if encoded.is_binary() {
         let json_len = HeaderValue::from(encoded.json.len());
@@ -371,6 +413,93 @@ async fn v2_infer(
 }
 
 use bytes::Bytes;
+
+/// `GET|POST /v2/systemsharedmemory/status`: every registered region.
+async fn shm_status_all(State(s): State<AppState>) -> Response {
+    match s.shared_memory.status(None) {
+        Ok(regions) => Json(regions).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET|POST /v2/systemsharedmemory/region/{name}/status`.
+async fn shm_status(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.shared_memory.status(Some(&name)) {
+        Ok(regions) => Json(regions).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The body of a region's `register`: `{"key", "offset", "byte_size"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRegion {
+    key: String,
+    #[serde(default)]
+    offset: u64,
+    byte_size: u64,
+}
+
+/// `POST /v2/systemsharedmemory/region/{name}/register`.
+async fn shm_register(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let registered = async {
+        let bytes = body::read(body, &headers, &s.config).await?;
+        let r: RegisterRegion = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "a register request is {{\"key\", \"offset\", \"byte_size\"}}: {e}"
+            ))
+        })?;
+        s.shared_memory
+            .register(&name, &r.key, r.offset, r.byte_size)
+    }
+    .await;
+    match registered {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v2/systemsharedmemory/region/{name}/unregister`.
+async fn shm_unregister(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Json<serde_json::Value> {
+    s.shared_memory.unregister(Some(&name));
+    Json(json!({}))
+}
+
+/// `POST /v2/systemsharedmemory/unregister`: every region.
+async fn shm_unregister_all(State(s): State<AppState>) -> Json<serde_json::Value> {
+    s.shared_memory.unregister(None);
+    Json(json!({}))
+}
+
+/// `GET|POST /v2/cudasharedmemory/status`: no region.
+async fn cuda_status_all() -> Json<serde_json::Value> {
+    Json(json!([]))
+}
+
+/// `GET|POST /v2/cudasharedmemory/region/{name}/status`: unknown.
+async fn cuda_status(Path(name): Path<String>) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unable to find cuda shared memory region: '{name}'"
+    ))
+}
+
+/// `POST /v2/cudasharedmemory/region/{name}/register`: refused, no GPU.
+async fn cuda_register() -> ApiError {
+    ApiError::NotImplemented(crate::grpc::CUDA_UNSUPPORTED.to_owned())
+}
+
+/// Unregistering CUDA regions: there are none.
+async fn shm_nothing_to_unregister() -> Json<serde_json::Value> {
+    Json(json!({}))
+}
 
 /// Answers 403 when the model-repository API is restricted and the header is missing or wrong.
 fn restricted(s: &AppState, headers: &http::HeaderMap) -> Result<(), ApiError> {

@@ -3,6 +3,7 @@
 //! `raw_output_contents` as it is.
 
 use bytes::Bytes;
+use ferroserve_protocol::shared_memory::{SharedMemoryReader, SharedMemoryRef};
 use ferroserve_protocol::v2::{InferRequest, InferResponse, RequestedOutput, TensorMetadata};
 use ferroserve_protocol::{DataType, Parameter, Parameters, ProtocolError, Tensor};
 
@@ -156,9 +157,46 @@ fn tensor_from_parts(
     Ok(t)
 }
 
-/// A `ModelInferRequest` → an `InferRequest`, with every size checked.
-pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, ProtocolError> {
+/// An input whose data is in a registered shared-memory region.
+fn tensor_from_shared_memory(
+    input: pb::model_infer_request::InferInputTensor,
+    shm: &dyn SharedMemoryReader,
+) -> Result<Tensor, ProtocolError> {
+    let name = input.name;
+    if input.contents.is_some() {
+        return Err(invalid(format!(
+            "input '{name}' has contents and the 'shared_memory_region' parameter; give one"
+        )));
+    }
+    let datatype: DataType = input
+        .datatype
+        .parse()
+        .map_err(|e| invalid(format!("input '{name}': {e}")))?;
+    let shape = shape_from(&name, &input.shape)?;
+    let mut parameters = parameters_from(input.parameters);
+    let at = SharedMemoryRef::from_parameters(&name, &parameters)?
+        .ok_or_else(|| invalid(format!("input '{name}': 'shared_memory_region' is missing")))?;
+    at.check_size(&name, datatype, &shape)?;
+    let data = shm.read(&name, &at)?;
+    ferroserve_protocol::shared_memory::strip_parameters(&mut parameters);
+    let mut t = Tensor::new(name, datatype, shape, data)?;
+    t.parameters = parameters;
+    Ok(t)
+}
+
+/// A `ModelInferRequest` → an `InferRequest`, with every size checked. Inputs in shared
+/// memory (Triton's `shared_memory_region` parameters) are read through `shm` and take no
+/// `raw_input_contents` entry.
+pub fn request_from(
+    req: pb::ModelInferRequest,
+    shm: &dyn SharedMemoryReader,
+) -> Result<InferRequest, ProtocolError> {
     let raw = !req.raw_input_contents.is_empty();
+    let in_shm = |i: &pb::model_infer_request::InferInputTensor| {
+        i.parameters
+            .contains_key(ferroserve_protocol::shared_memory::REGION)
+    };
+    let inline = req.inputs.iter().filter(|i| !in_shm(i)).count();
     if let Some(input) = req.inputs.iter().find(|i| raw && i.contents.is_some()) {
         // Triton's wording, which its example clients check.
         return Err(invalid(format!(
@@ -166,16 +204,19 @@ pub fn request_from(req: pb::ModelInferRequest) -> Result<InferRequest, Protocol
             input.name, req.model_name
         )));
     }
-    if raw && req.raw_input_contents.len() != req.inputs.len() {
+    if raw && req.raw_input_contents.len() != inline {
         return Err(invalid(format!(
-            "the request has {} inputs but {} raw_input_contents",
-            req.inputs.len(),
+            "the request has {inline} inputs not in shared memory but {} raw_input_contents",
             req.raw_input_contents.len()
         )));
     }
     let mut raws = req.raw_input_contents.into_iter();
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
+        if in_shm(&input) {
+            inputs.push(tensor_from_shared_memory(input, shm)?);
+            continue;
+        }
         inputs.push(tensor_from_parts(
             "input",
             input.name,
@@ -217,6 +258,17 @@ pub fn response_to(resp: InferResponse) -> pb::ModelInferResponse {
             contents: None,
         });
         raw.push(t.data);
+    }
+    // Outputs written into shared memory have no contents: their entries are empty, and the
+    // trailing ones are left out (tritonclient matches `raw_output_contents` to outputs by
+    // position, so an empty entry is kept only before an output that has contents).
+    while raw.last().is_some_and(Bytes::is_empty)
+        && outputs.get(raw.len() - 1).is_some_and(|o| {
+            o.parameters
+                .contains_key(ferroserve_protocol::shared_memory::REGION)
+        })
+    {
+        raw.pop();
     }
     pb::ModelInferResponse {
         model_name: resp.model_name,

@@ -166,7 +166,13 @@ impl InferenceService {
         let version = std::mem::take(&mut req.model_version);
         let result = async {
             self.state.handle.check_version(&name, &version)?;
-            let request = convert::request_from(req).map_err(InferError::from)?;
+            let request =
+                convert::request_from(req, &*self.state.shared_memory).map_err(InferError::from)?;
+            let shm_outputs = request.outputs.iter().any(|o| {
+                o.parameters
+                    .contains_key(ferroserve_protocol::shared_memory::REGION)
+            });
+            let requested = shm_outputs.then(|| request.outputs.clone());
             let work = self.state.handle.infer(&name, Payload::V2(request), ctx);
             let prediction = match deadline {
                 None => work.await?,
@@ -180,7 +186,15 @@ impl InferenceService {
                 }
             };
             match prediction {
-                Prediction::V2(resp) => Ok(convert::response_to(resp)),
+                Prediction::V2(mut resp) => {
+                    if let Some(requested) = &requested {
+                        self.state
+                            .shared_memory
+                            .write_outputs(&mut resp, requested)
+                            .map_err(InferError::from)?;
+                    }
+                    Ok(convert::response_to(resp))
+                }
                 Prediction::V1(_) => {
                     Err(InferError::Internal("model returned a V1 response".into()))
                 }
@@ -199,6 +213,9 @@ impl InferenceService {
         result
     }
 }
+
+/// Why CUDA shared memory cannot be registered.
+pub(crate) const CUDA_UNSUPPORTED: &str = "CUDA shared memory is not supported by this server (it serves on CPUs); use system shared memory";
 
 type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
@@ -242,7 +259,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        let m = crate::server_metadata();
+        let m = crate::server_metadata(self.state.shared_memory.enabled());
         Ok(Response::new(pb::ServerMetadataResponse {
             name: m.name,
             version: m.version,
@@ -452,6 +469,87 @@ impl GrpcInferenceService for InferenceService {
             model_name: name,
             is_unloaded: true,
         }))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        req: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        let name = req.into_inner().name;
+        let regions = self
+            .state
+            .shared_memory
+            .status((!name.is_empty()).then_some(name.as_str()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse {
+            regions: regions
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        pb::system_shared_memory_status_response::RegionStatus {
+                            name: r.name,
+                            key: r.key,
+                            offset: r.offset,
+                            byte_size: r.byte_size,
+                        },
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        req: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        let r = req.into_inner();
+        self.state
+            .shared_memory
+            .register(&r.name, &r.key, r.offset, r.byte_size)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        req: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        let name = req.into_inner().name;
+        self.state
+            .shared_memory
+            .unregister((!name.is_empty()).then_some(name.as_str()));
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
+    }
+
+    /// No CUDA region exists here (there is no GPU): the status is empty, or NOT_FOUND for
+    /// a named region.
+    async fn cuda_shared_memory_status(
+        &self,
+        req: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
+        let name = req.into_inner().name;
+        if !name.is_empty() {
+            return Err(Status::not_found(format!(
+                "unable to find cuda shared memory region: '{name}'"
+            )));
+        }
+        Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
+        Err(Status::unimplemented(CUDA_UNSUPPORTED))
+    }
+
+    /// Nothing to unregister: succeeds, as clients clear regions before they start.
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
+        Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 }
 

@@ -2,7 +2,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,13 +33,7 @@ impl TestServer {
         let runtime_metrics = RuntimeMetrics::new(&mut registry);
         let metrics = HttpMetrics::new(&mut registry);
         let (controller, handle) = Controller::start(specs, runtime_metrics).unwrap();
-        let state = AppState {
-            handle,
-            config: Arc::new(config),
-            metrics,
-            registry: Arc::new(registry),
-            repository: None,
-        };
+        let state = AppState::new(handle, config, metrics, registry, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
