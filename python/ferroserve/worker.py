@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import arena as _arena
 from . import handle as _handles
 from . import batching as _batching
 from .deployment import Application
@@ -121,13 +123,18 @@ def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__} : {exc}"
 
 
-def _request_from(header, payload, model_name) -> InferRequest:
+def _request_from(header, payload, model_name, arena=None) -> InferRequest:
     req = header["request"]
     view = payload if isinstance(payload, memoryview) else memoryview(payload)
     inputs = []
     for t in req["inputs"]:
         i = InferInput(t["name"], t["shape"], t["datatype"], parameters=t.get("parameters") or {})
-        i.set_raw(view[t["offset"] : t["offset"] + t["length"]])
+        if t.get("region") == "in":
+            if arena is None:
+                raise RuntimeError(f"input {t['name']!r} is in shared memory but this worker has none")
+            i.set_raw(arena.input(t["offset"], t["length"]))
+        else:
+            i.set_raw(view[t["offset"] : t["offset"] + t["length"]])
         inputs.append(i)
     return InferRequest(
         model_name,
@@ -224,10 +231,18 @@ def _v1_body(z):
     return z
 
 
-def _encode_response(result, model_name, offset=0):
+def _arena_inputs(header):
+    """`(offset, length)` of the inputs of an `infer` or `batch` frame that are in the arena."""
+    requests = header.get("requests") or [header.get("request") or {}]
+    return [(t["offset"], t["length"]) for r in requests for t in r.get("inputs", ()) if t.get("region") == "in"]
+
+
+def _encode_response(result, model_name, offset=0, arena=None, inputs=()):
     """An `InferResponse` (ours, kserve's or anything shaped like it) or a V2-shaped dict →
-    (response header, payload parts), the outputs' offsets counted from `offset`. Anything in it the protocol cannot carry raises
-    `OutputError`: a header the Rust side could not parse would cost the whole worker."""
+    (response header, payload parts), the outputs' offsets counted from `offset`. With an
+    `arena`, large outputs go there instead (or are named in place when they are views of the
+    request's `inputs`). Anything in it the protocol cannot carry raises `OutputError`: a
+    header the Rust side could not parse would cost the whole worker."""
     if isinstance(result, dict):
         outputs = result.get("outputs")
         if outputs is None:
@@ -243,6 +258,12 @@ def _encode_response(result, model_name, offset=0):
     for item in items:
         entry, raw = _output(*item)
         length = memoryview(raw).nbytes
+        placed = arena.place_output(raw, inputs) if arena is not None else None
+        if placed is not None:
+            entry["region"], entry["offset"] = placed
+            entry["length"] = length
+            header_outputs.append(entry)
+            continue
         entry["offset"], entry["length"] = offset, length
         header_outputs.append(entry)
         parts.append(raw)
@@ -408,7 +429,8 @@ class Worker:
     `.result()`, at the cost of a thread hop per request (measured: half the throughput of a
     trivial model)."""
 
-    def __init__(self, model, name, reader, writer):
+    def __init__(self, model, name, reader, writer, arena=None):
+        self.arena = arena  # the shared memory ferroserve gave this worker, if any
         self.model = model
         self.name = name
         self.reader = reader
@@ -433,14 +455,14 @@ class Worker:
 
     def _input(self, header, payload):
         if header["protocol"] == "v2":
-            return _request_from(header, payload, self.name)
+            return _request_from(header, payload, self.name, self.arena)
         return header["body"]
 
     def _result(self, header, z):
         """The answer frame of a finished pipeline."""
         rid = header["id"]
         if header["protocol"] == "v2":
-            response, parts = _encode_response(z, self.name)
+            response, parts = _encode_response(z, self.name, 0, self.arena, _arena_inputs(header))
             return {"type": "result", "id": rid, "protocol": "v2", "response": response}, parts
         return {"type": "result", "id": rid, "protocol": "v1", "body": _v1_body(z)}, ()
 
@@ -498,7 +520,7 @@ class Worker:
         preprocess, say) gets its own error; the handler failing fails the whole batch."""
         v2 = header["protocol"] == "v2"
         if v2:
-            items = [_request_from({"request": r}, payload, self.name) for r in header["requests"]]
+            items = [_request_from({"request": r}, payload, self.name, self.arena) for r in header["requests"]]
         else:
             items = list(header["bodies"])
         n = len(items)
@@ -524,12 +546,13 @@ class Worker:
             for k, z in zip(live, out):
                 items[k] = z
         results, parts, offset = [], [], 0
+        inputs = _arena_inputs(header) if v2 else ()
         for k in range(n):
             if errors[k] is None:
                 try:
                     z = await _run_steps(after, items[k], headers[k])
                     if v2:
-                        response, raw = _encode_response(z, self.name, offset)
+                        response, raw = _encode_response(z, self.name, offset, self.arena, inputs)
                         offset += sum(memoryview(p).nbytes for p in raw)
                         parts.extend(raw)
                         results.append({"response": response})
@@ -703,6 +726,9 @@ class Worker:
                         self.backlog[header["id"]] = (header, payload)
                         if self.executor is not None and self.runner is None:
                             self.runner = asyncio.ensure_future(self.run_backlog_on_thread())
+                elif kind == "free":
+                    if self.arena is not None:
+                        self.arena.release(header["offset"])
                 elif kind == "cancel":
                     await self.cancel(header["id"])
                 elif kind in ("call_result", "call_error"):
@@ -766,9 +792,18 @@ async def main(argv=None):
     parser.add_argument("--target", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--user-config", default=None)
+    parser.add_argument("--arena", default=None, help="size:inputs_end:min_tensor_bytes of the shared memory")
     args, _ = parser.parse_known_args(argv)
     _die_with_parent()
-    reader, writer = await asyncio.open_unix_connection(args.socket, limit=1 << 20)
+    arena = None
+    if args.arena:
+        # The arena's descriptor comes first on the socket, before any frame.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(args.socket)
+        arena = _arena.receive(sock, args.arena)
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+    else:
+        reader, writer = await asyncio.open_unix_connection(args.socket, limit=1 << 20)
     try:
         target = load_class(args.target)
         if isinstance(target, Application):  # a deployment of a bound application
@@ -788,7 +823,7 @@ async def main(argv=None):
         await writer.drain()
         writer.close()
         return 1
-    worker = Worker(model, args.name, reader, writer)
+    worker = Worker(model, args.name, reader, writer, arena)
     write_frame(writer, {"type": "ready", "info": _info(model), "concurrent": worker.concurrent})
     await writer.drain()
     await worker.serve()

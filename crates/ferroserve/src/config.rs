@@ -59,6 +59,7 @@ pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 ///   - name: custom
 ///     python: model.py:MyModel               # or package.module:MyModel
 ///     runtime_env: {py_executable: .venv/bin/python, env_vars: {OMP_NUM_THREADS: "1"}}
+///     shared_memory: {arena_mib: 256, min_tensor_bytes: 65536}  # the defaults
 ///     num_replicas: 4
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +140,8 @@ pub struct Config {
     pub http_restricted: Option<Restriction>,
     /// The metadata key the repository RPCs need over gRPC (`--grpc-restricted-protocol`).
     pub grpc_restricted: Option<Restriction>,
+    /// Whether clients may register system shared-memory regions (`--allow-client-shm`).
+    pub allow_client_shm: bool,
 }
 
 /// Triton's `--model-control-mode`.
@@ -221,6 +224,36 @@ struct RuntimeEnv {
     working_dir: Option<PathBuf>,
 }
 
+/// `shared_memory` of a Python deployment, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedMemoryEntry {
+    /// Size of each worker's arena in MiB (0: tensors travel inline).
+    arena_mib: Option<usize>,
+    /// Tensors smaller than this travel inline.
+    min_tensor_bytes: Option<usize>,
+}
+
+/// The shared-memory options of a Python deployment: `{arena_mib, min_tensor_bytes}`.
+fn shared_memory_options(
+    at: &str,
+    value: serde_json::Value,
+) -> anyhow::Result<ferroserve_python::SharedMemory> {
+    let entry: SharedMemoryEntry =
+        serde_json::from_value(value).map_err(|e| anyhow!("{at}.shared_memory: {e}"))?;
+    let mut options = ferroserve_python::SharedMemory::default();
+    if let Some(mib) = entry.arena_mib {
+        if mib > 64 << 10 {
+            bail!("{at}.shared_memory.arena_mib: {mib} is over 64 GiB");
+        }
+        options.arena_bytes = mib << 20;
+    }
+    if let Some(min) = entry.min_tensor_bytes {
+        options.min_tensor_bytes = min;
+    }
+    Ok(options)
+}
+
 /// Builds the spec of a `python:` deployment; relative paths are taken from `base`.
 fn python_spec(
     at: &str,
@@ -285,6 +318,7 @@ impl Config {
             repository: None,
             http_restricted: None,
             grpc_restricted: None,
+            allow_client_shm: false,
             deployments: vec![
                 DeploymentConfig {
                     name: "iris".into(),
@@ -408,13 +442,17 @@ impl Config {
             }
             let python = fields.remove("python");
             let runtime_env = fields.remove("runtime_env");
+            let shared_memory = fields.remove("shared_memory");
             let model = match (fields.remove("model"), python) {
                 (Some(_), Some(_)) => bail!("{at}: set either 'model' or 'python', not both"),
                 (None, Some(serde_json::Value::String(target))) => {
                     if weights.is_some() {
                         bail!("{at}.weights: only for built-in models");
                     }
-                    let spec = python_spec(&at, &target, runtime_env, base)?;
+                    let mut spec = python_spec(&at, &target, runtime_env, base)?;
+                    if let Some(v) = shared_memory {
+                        spec.shared_memory = shared_memory_options(&at, v)?;
+                    }
                     deployments.push(DeploymentConfig {
                         options: deployment_options(&at, fields)?,
                         name,
@@ -433,6 +471,9 @@ impl Config {
             };
             if runtime_env.is_some() {
                 bail!("{at}.runtime_env: only for python deployments");
+            }
+            if shared_memory.is_some() {
+                bail!("{at}.shared_memory: only for python deployments");
             }
             let model = match model.as_str() {
                 "identity" => {
@@ -548,6 +589,7 @@ impl Config {
             repository: None,
             http_restricted: None,
             grpc_restricted: None,
+            allow_client_shm: false,
             host: file.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
             http_port: file.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             grpc_port: file.grpc_port.unwrap_or(DEFAULT_GRPC_PORT),

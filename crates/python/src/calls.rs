@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::frame::{ToWorker, WireRequest, WireResponse, WireTensor};
+use crate::placement::slice;
 
 /// Frames on their way to the worker: header and payload parts.
 pub(crate) type Outbox = mpsc::UnboundedSender<(Vec<u8>, Vec<Bytes>)>;
@@ -155,6 +156,12 @@ fn error_frame(id: u64, e: &InferError) -> (Vec<u8>, Vec<Bytes>) {
 fn request_from(wire: WireRequest, payload: &Bytes) -> Result<InferRequest, InferError> {
     let mut inputs = Vec::with_capacity(wire.inputs.len());
     for t in wire.inputs {
+        if t.region.is_some() {
+            return Err(InferError::InvalidInput(format!(
+                "input '{}' of a call is in shared memory; a call's tensors travel in its frame",
+                t.name
+            )));
+        }
         let data = slice(payload, t.offset, t.length).ok_or_else(|| {
             InferError::InvalidInput(format!("input '{}' lies outside the payload", t.name))
         })?;
@@ -168,12 +175,6 @@ fn request_from(wire: WireRequest, payload: &Bytes) -> Result<InferRequest, Infe
         inputs,
         outputs: wire.outputs,
     })
-}
-
-fn slice(payload: &Bytes, offset: u64, length: u64) -> Option<Bytes> {
-    let start = usize::try_from(offset).ok()?;
-    let end = start.checked_add(usize::try_from(length).ok()?)?;
-    (end <= payload.len()).then(|| payload.slice(start..end))
 }
 
 /// A V2 response as a header and its tensors' bytes, laid end to end.
@@ -190,6 +191,7 @@ fn response_to_wire(response: InferResponse) -> (WireResponse, Vec<Bytes>) {
             parameters: t.parameters,
             offset,
             length,
+            region: None,
         });
         offset += length;
         parts.push(t.data);

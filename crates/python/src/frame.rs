@@ -9,6 +9,7 @@
 //! | `infer` (`protocol` `v2` with `request`, or `v1` with `body`; `headers`) | `result` (`response` or `body`), or `error` (`kind`, `message`) |
 //! | `health` | `health` (`ok`) |
 //! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
+//! | `free` (`offset`: an output's block in the arena that ferroserve is done with) | |
 //! | `cancel` (the caller went away) | `cancelled` if the request was dropped before it finished (else its `result` or `error`) |
 //! | | `ready` (`info`, `concurrent`) once `load()` returned, or `load_failed` (`error`: the traceback) |
 //! | `method` (`method`; payload: pickled `(args, kwargs)`) | `method_result` (payload: the pickled answer), or `error` |
@@ -16,6 +17,11 @@
 //! | | `call_cancel`: the model stopped waiting for its call |
 //!
 //! Every `infer` gets exactly one answer: `result`, `error` or `cancelled`.
+//!
+//! A tensor with a `region` is not in the payload but in the worker's shared-memory arena
+//! (`ferroserve_shm::Arena`), at `offset`: inputs of at least `SharedMemory::inline_max` bytes
+//! are placed in its request half, and the worker places large outputs in its own half (or
+//! names the input an output is a view of).
 
 use std::collections::HashMap;
 
@@ -44,10 +50,25 @@ pub struct WireTensor {
     /// Tensor parameters.
     #[serde(default)]
     pub parameters: Parameters,
-    /// Byte offset in the payload.
+    /// Byte offset in the payload, or in the arena when `region` is set.
     pub offset: u64,
-    /// Byte length in the payload.
+    /// Byte length.
     pub length: u64,
+    /// Where the bytes are when not in the frame's payload: in the worker's shared-memory
+    /// arena (`in`: its request half, `out`: its own half).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+}
+
+/// A half of a worker's shared-memory arena (`ferroserve_shm::Arena`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// The request half, where ferroserve places inputs (an output there is a view of one of
+    /// its request's inputs).
+    In,
+    /// The worker's half, where it places outputs.
+    Out,
 }
 
 /// A V2 request in a header.
@@ -185,6 +206,11 @@ pub enum ToWorker<'a> {
         id: u64,
         /// The method's name.
         method: &'a str,
+    },
+    /// The worker may reuse the block of its arena at `offset` (ferroserve is done with it).
+    Free {
+        /// The block's offset, as the worker's output named it.
+        offset: u64,
     },
     /// The caller of request `id` went away.
     Cancel {

@@ -1,7 +1,8 @@
 //! Python replicas: each replica of a Python model is a worker process
 //! (`python -m ferroserve.worker`, from the `ferroserve` Python package), connected to this
 //! process by a Unix socket in a private (0700) directory and fed requests as [`frame`]s whose
-//! payload is the raw tensor bytes (numpy arrays are built from them without JSON).
+//! payload is the raw tensor bytes (numpy arrays are built from them without JSON); large
+//! tensors cross through a shared-memory arena per worker instead ([`placement`]).
 //!
 //! [`PythonBackend`] fills the runtime's `ReplicaBackend`: the controller starts, health-checks,
 //! restarts and stops worker processes exactly as it does thread replicas.
@@ -9,6 +10,7 @@
 
 mod calls;
 pub mod frame;
+mod placement;
 mod socket;
 mod worker;
 
@@ -30,6 +32,27 @@ pub struct PythonSpec {
     pub env_vars: BTreeMap<String, String>,
     /// The worker's working directory; ferroserve's own by default.
     pub working_dir: Option<PathBuf>,
+    /// How tensors cross to the worker through shared memory.
+    pub shared_memory: SharedMemory,
+}
+
+/// How tensors cross between ferroserve and each worker through shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedMemory {
+    /// Size of each worker's arena, in bytes: half for requests, half for outputs. Memory is
+    /// used only as tensors pass. 0: every tensor travels inline in the socket's frames.
+    pub arena_bytes: usize,
+    /// Tensors smaller than this travel inline (cheaper below it: see ARCHITECTURE.md).
+    pub min_tensor_bytes: usize,
+}
+
+impl Default for SharedMemory {
+    fn default() -> Self {
+        SharedMemory {
+            arena_bytes: 256 << 20,
+            min_tensor_bytes: 64 << 10,
+        }
+    }
 }
 
 impl PythonSpec {
@@ -40,6 +63,7 @@ impl PythonSpec {
             py_executable: default_interpreter(),
             env_vars: BTreeMap::new(),
             working_dir: None,
+            shared_memory: SharedMemory::default(),
         }
     }
 }

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferroserve_protocol::Tensor;
-use ferroserve_protocol::v2::InferResponse;
 use ferroserve_runtime::protocol::v2::TensorMetadata;
 use ferroserve_runtime::{
     BatchConfig, InferError, Liveness, ModelInfo, Payload, Permit, Prediction, Replica,
@@ -36,9 +34,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::PythonSpec;
 use crate::calls::{Call, Calls, Outbox};
-use crate::frame::{
-    FromWorker, ToWorker, WireInfo, WireRequest, WireTensor, read_frame, write_frame,
-};
+use crate::frame::{FromWorker, ToWorker, WireInfo, read_frame, write_frame};
+use crate::placement::{InputBlocks, Placement, invalid_response};
 use crate::socket;
 
 /// How long a new worker may take to connect (interpreter start-up and imports).
@@ -158,6 +155,9 @@ struct Pending {
     permit: Option<Permit>,
     /// The request's deadline, inherited by the calls the model makes for it.
     deadline: Option<Instant>,
+    /// The request's inputs in the arena, which the worker reads (and may modify) until it
+    /// answers.
+    _inputs: InputBlocks,
 }
 
 /// State shared by the replica and its tasks.
@@ -251,6 +251,8 @@ pub(crate) struct WorkerReplica {
     exited: watch::Receiver<bool>,
     /// Keeps the socket directory while the worker lives.
     _dir: Arc<SocketDir>,
+    /// Where tensors travel: inline, or through the worker's arena.
+    placement: Placement,
 }
 
 /// Kills the worker when dropped, unless disarmed: a start abandoned half-way (scale-down,
@@ -285,6 +287,7 @@ pub(crate) async fn start(
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let socket_file = SocketFile(socket.clone());
+    let placement = Placement::new(spec.shared_memory, &start.replica_id);
 
     let mut cmd = Command::new(&spec.py_executable);
     cmd.arg("-u")
@@ -298,6 +301,9 @@ pub(crate) async fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(arena) = placement.worker_arg() {
+        cmd.arg("--arena").arg(arena);
+    }
     if let Some(uc) = &start.user_config {
         cmd.arg("--user-config").arg(uc.to_string());
     }
@@ -384,6 +390,10 @@ pub(crate) async fn start(
     };
     drop(socket_file);
     drop(listener);
+    if let Err(e) = placement.send_fd(&stream) {
+        shared.kill.notify_one();
+        return Err(format!("cannot hand the worker its shared memory: {e}"));
+    }
     start.loading();
 
     let (read_half, write_half) = match socket::split(stream) {
@@ -464,35 +474,8 @@ pub(crate) async fn start(
         died,
         exited,
         _dir: dir,
+        placement,
     }))
-}
-
-/// A V2 request as a frame's header part; its tensors are appended to `parts`, their offsets
-/// counted from the payload's start (so several requests can share one payload).
-fn wire_request(
-    req: &ferroserve_protocol::v2::InferRequest,
-    parts: &mut Vec<Bytes>,
-) -> WireRequest {
-    let mut offset: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for t in &req.inputs {
-        inputs.push(WireTensor {
-            name: t.name.clone(),
-            datatype: t.datatype,
-            shape: t.shape.clone(),
-            parameters: t.parameters.clone(),
-            offset,
-            length: t.data.len() as u64,
-        });
-        offset += t.data.len() as u64;
-        parts.push(t.data.clone());
-    }
-    WireRequest {
-        id: req.id.clone(),
-        parameters: req.parameters.clone(),
-        inputs,
-        outputs: req.outputs.clone(),
-    }
 }
 
 /// The error of a failed `load()`: one line for clients (`load() raised Error: message`), then
@@ -829,6 +812,7 @@ impl WorkerReplica {
         id: u64,
         header: Vec<u8>,
         parts: Vec<Bytes>,
+        inputs: InputBlocks,
         permit: Option<Permit>,
         deadline: Option<Instant>,
     ) -> Result<Reply, InferError> {
@@ -841,6 +825,7 @@ impl WorkerReplica {
                 sent: Instant::now(),
                 permit,
                 deadline,
+                _inputs: inputs,
             },
         );
         // After registering: if the worker died meanwhile, `die` may have missed this request.
@@ -881,39 +866,6 @@ fn encode<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, InferError> {
     serde_json::to_vec(msg).map_err(|e| InferError::Internal(format!("cannot encode a frame: {e}")))
 }
 
-fn invalid_response(e: impl std::fmt::Display) -> InferError {
-    InferError::Internal(format!("the python worker sent an invalid response: {e}"))
-}
-
-/// Builds the response tensors from their places in the payload (no copy).
-fn response_from(
-    wire: crate::frame::WireResponse,
-    payload: &Bytes,
-) -> Result<InferResponse, InferError> {
-    let mut outputs = Vec::with_capacity(wire.outputs.len());
-    for t in wire.outputs {
-        let start = usize::try_from(t.offset).map_err(invalid_response)?;
-        let len = usize::try_from(t.length).map_err(invalid_response)?;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| e <= payload.len())
-            .ok_or_else(|| {
-                invalid_response(format!("output '{}' lies outside the payload", t.name))
-            })?;
-        let mut tensor = Tensor::new(t.name, t.datatype, t.shape, payload.slice(start..end))
-            .map_err(invalid_response)?;
-        tensor.parameters = t.parameters;
-        outputs.push(tensor);
-    }
-    Ok(InferResponse {
-        model_name: wire.model_name,
-        model_version: None,
-        id: wire.id,
-        parameters: wire.parameters,
-        outputs,
-    })
-}
-
 #[async_trait]
 impl Replica for WorkerReplica {
     async fn infer(
@@ -929,13 +881,14 @@ impl Replica for WorkerReplica {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let mut blocks = InputBlocks::new();
         let (header, parts, v2) = match &payload {
             Payload::V2(req) => {
                 let mut parts = Vec::with_capacity(req.inputs.len());
                 let msg = ToWorker::Infer {
                     id,
                     protocol: "v2",
-                    request: Some(wire_request(req, &mut parts)),
+                    request: Some(self.placement.wire_request(req, &mut parts, &mut blocks)),
                     body: None,
                     headers,
                 };
@@ -953,10 +906,14 @@ impl Replica for WorkerReplica {
             }
         };
         drop(payload);
-        match self.call(id, header, parts, Some(permit), deadline).await? {
-            Reply::Result(Some(resp), _, payload) if v2 => {
-                response_from(resp, &payload).map(Prediction::V2)
-            }
+        match self
+            .call(id, header, parts, blocks.clone(), Some(permit), deadline)
+            .await?
+        {
+            Reply::Result(Some(resp), _, payload) if v2 => self
+                .placement
+                .response_from(resp, &payload, &blocks, &self.out)
+                .map(Prediction::V2),
             Reply::Result(_, Some(body), _) if !v2 => Ok(Prediction::V1(body)),
             Reply::Result(..) => Err(invalid_response(
                 "the answer does not match the request's protocol",
@@ -985,11 +942,14 @@ impl Replica for WorkerReplica {
         let n = payloads.len();
         let v2 = matches!(payloads.first(), Some(Payload::V2(_)));
         let mut parts = Vec::new();
+        let mut blocks = InputBlocks::new();
         let mut requests = Vec::with_capacity(n);
         let mut bodies = Vec::with_capacity(n);
         for p in &payloads {
             match p {
-                Payload::V2(req) if v2 => requests.push(wire_request(req, &mut parts)),
+                Payload::V2(req) if v2 => {
+                    requests.push(self.placement.wire_request(req, &mut parts, &mut blocks));
+                }
                 Payload::V1(body) if !v2 => bodies.push(body),
                 _ => {
                     return Err(InferError::Internal(
@@ -1008,7 +968,14 @@ impl Replica for WorkerReplica {
         let header = encode(&msg)?;
         drop(payloads);
         match self
-            .call(id, header, parts, Some(permit), ctx.deadline)
+            .call(
+                id,
+                header,
+                parts,
+                blocks.clone(),
+                Some(permit),
+                ctx.deadline,
+            )
             .await?
         {
             Reply::Batch(answers, payload) => Ok(answers
@@ -1019,7 +986,10 @@ impl Replica for WorkerReplica {
                     }
                     crate::frame::WireAnswer {
                         response: Some(r), ..
-                    } if v2 => response_from(r, &payload).map(Prediction::V2),
+                    } if v2 => self
+                        .placement
+                        .response_from(r, &payload, &blocks, &self.out)
+                        .map(Prediction::V2),
                     crate::frame::WireAnswer { body: Some(b), .. } if !v2 => Ok(Prediction::V1(b)),
                     _ => Err(invalid_response(
                         "an answer in the batch does not match its request's protocol",
@@ -1042,7 +1012,14 @@ impl Replica for WorkerReplica {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = encode(&ToWorker::Method { id, method })?;
         match self
-            .call(id, header, vec![args], Some(permit), ctx.deadline)
+            .call(
+                id,
+                header,
+                vec![args],
+                Vec::new(),
+                Some(permit),
+                ctx.deadline,
+            )
             .await?
         {
             Reply::MethodResult(answer) => Ok(answer),
@@ -1072,7 +1049,10 @@ impl Replica for WorkerReplica {
                 _ => Ok(()),
             };
         }
-        match self.call(id, header, Vec::new(), None, None).await {
+        match self
+            .call(id, header, Vec::new(), Vec::new(), None, None)
+            .await
+        {
             Ok(Reply::Health(true)) => Ok(()),
             Ok(Reply::Health(false)) => Err("the model's healthy() returned false".into()),
             Ok(_) => Err("a reply of the wrong kind".into()),
@@ -1087,7 +1067,10 @@ impl Replica for WorkerReplica {
             user_config: &user_config,
         })
         .map_err(|e| e.to_string())?;
-        match self.call(id, header, Vec::new(), None, None).await {
+        match self
+            .call(id, header, Vec::new(), Vec::new(), None, None)
+            .await
+        {
             Ok(Reply::Reconfigured(None)) => Ok(()),
             Ok(Reply::Reconfigured(Some(e))) => Err(e),
             Ok(_) => Err("a reply of the wrong kind".into()),
