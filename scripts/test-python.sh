@@ -10,7 +10,7 @@ scripts/python-venv.sh
 # tritonclient.grpc and the kserve package both register the `inference.*` protobuf messages,
 # so they cannot share a process: the suites that use tritonclient.grpc in-process (the ONNX
 # and repository ones) run in a pytest of their own. Arguments naming test files run as given.
-grpc_own=(tests/python/test_onnx.py tests/python/test_repository.py)
+grpc_own=(tests/python/test_onnx.py tests/python/test_repository.py tests/python/test_shared_memory.py)
 for arg in "$@"; do
     if [[ "$arg" == tests/* || "$arg" == *.py* ]]; then
         exec .venv/bin/python -m pytest -q "$@"
