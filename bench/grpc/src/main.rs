@@ -5,7 +5,7 @@
 //! ```text
 //! ferroserve-bench-grpc load --mode grpc|http-binary|http-json --url URL [--model identity]
 //!     [--elements 16] [--concurrency 1] [--window 2] [--max-windows 10] [--stability 10]
-//!     [--threads 1] [--label TEXT] [--h2-window BYTES] [--server-pid PID]
+//!     [--threads 1] [--label TEXT] [--h2-window BYTES] [--server-pid PID] [--shm true]
 //! ferroserve-bench-grpc memcpy [--mib 64] [--runs 9]
 //! ```
 //!
@@ -22,6 +22,7 @@
 //! time of this process and, with `--server-pid`, of the server (from `/proc/<pid>/stat`).
 
 mod floor;
+mod shm;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +41,7 @@ usage:
   ferroserve-bench-grpc load --mode grpc|http-binary|http-json --url URL [--model identity]
       [--elements 16] [--concurrency 1] [--window 2] [--max-windows 10] [--stability 10]
       [--threads 1] [--label TEXT] [--h2-window BYTES] [--channels N]
-      [--server-pid PID]
+      [--server-pid PID] [--shm true]
   ferroserve-bench-grpc memcpy [--mib 64] [--runs 9]
   ferroserve-bench-grpc floor --port N      (a bare gRPC server echoing ModelInfer)
 
@@ -54,6 +55,8 @@ usage:
   --channels   gRPC: N connections shared by the C tasks (many streams per connection, as one
                tritonclient channel); default: one connection per task
   --server-pid the server's process: its CPU time over the measured windows is reported too
+  --shm        true: input and output in system shared memory (Triton's extension; grpc or
+               http-binary modes, the server started with --allow-client-shm), one object per task
 ";
 
 const INPUT_NAME: &str = "input-0";
@@ -124,6 +127,8 @@ struct LoadArgs {
     /// i mod N: many streams on one connection, as tritonclient's one channel); default one
     /// connection per task.
     channels: Option<usize>,
+    /// Input and output in registered system shared-memory regions, one object per task.
+    shm: bool,
 }
 
 /// `--key value` pairs, in any order.
@@ -160,6 +165,7 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
         h2_window: None,
         server_pid: None,
         channels: None,
+        shm: false,
     };
     let mut mode = None;
     for (k, v) in pairs(args)? {
@@ -190,6 +196,11 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
             "h2-window" => a.h2_window = Some(num(&k, &v)?),
             "server-pid" => a.server_pid = Some(num(&k, &v)?),
             "channels" => a.channels = Some(num(&k, &v)?),
+            "shm" => {
+                a.shm = v
+                    .parse()
+                    .map_err(|_| format!("--shm: {v:?} is not true or false"))?
+            }
             _ => return Err(format!("unknown option --{k}")),
         }
     }
@@ -202,6 +213,9 @@ fn parse_load(args: impl Iterator<Item = String>) -> Result<LoadArgs, String> {
     }
     if a.max_windows < 3 {
         return Err("--max-windows must be at least 3".into());
+    }
+    if a.shm && (a.mode == Mode::HttpJson || a.channels.is_some()) {
+        return Err("--shm is for --mode grpc or http-binary, one connection per task".into());
     }
     if let Some(n) = a.channels {
         if n == 0 || n > a.concurrency {
@@ -298,6 +312,38 @@ fn prepare(a: &LoadArgs, values: &[f32], raw: &Bytes) -> Result<Prepared, String
 enum Conn {
     Grpc(GrpcInferenceServiceClient<Channel>, pb::ModelInferRequest),
     Http(reqwest::Client, Prepared),
+    /// `--shm true` over gRPC.
+    GrpcShm(
+        GrpcInferenceServiceClient<Channel>,
+        pb::ModelInferRequest,
+        shm::TaskRegions,
+    ),
+    /// `--shm true` over HTTP: the URL, the JSON body.
+    HttpShm(reqwest::Client, String, Bytes, shm::TaskRegions),
+}
+
+/// `conn` of task `task` moved to shared memory: its regions made and registered.
+async fn with_shared_memory(
+    conn: Conn,
+    a: &LoadArgs,
+    task: usize,
+    raw: &Bytes,
+) -> Result<Conn, String> {
+    let regions = shm::TaskRegions::create(task, raw)?;
+    match conn {
+        Conn::Grpc(mut client, req) => {
+            regions.register_grpc(&mut client).await?;
+            let req = regions.grpc_request(req);
+            Ok(Conn::GrpcShm(client, req, regions))
+        }
+        Conn::Http(client, _) => {
+            regions.register_http(&client, &a.url).await?;
+            let body = regions.http_body(a.elements);
+            let url = format!("{}/v2/models/{}/infer", a.url, a.model);
+            Ok(Conn::HttpShm(client, url, body, regions))
+        }
+        other => Ok(other),
+    }
 }
 
 /// The expected output, for the checks.
@@ -420,6 +466,33 @@ impl Conn {
             }
             Conn::Http(_, Prepared::Grpc(_)) => {
                 Err("an HTTP connection with a gRPC request".into())
+            }
+            Conn::GrpcShm(client, req, regions) => {
+                let resp = client
+                    .model_infer(req.clone())
+                    .await
+                    .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))?
+                    .into_inner();
+                regions.check(shm::grpc_output_size(&resp), &expect.bytes, full)
+            }
+            Conn::HttpShm(client, url, body, regions) => {
+                let resp = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("HTTP error: {e:?}"))?;
+                let status = resp.status();
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("HTTP error reading the body: {e:?}"))?;
+                if status != reqwest::StatusCode::OK {
+                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]);
+                    return Err(format!("HTTP {status}: {text}"));
+                }
+                regions.check(shm::http_output_size(&bytes)?, &expect.bytes, full)
             }
         }
     }
@@ -622,8 +695,9 @@ async fn load(a: LoadArgs) -> Result<(Value, bool), String> {
     });
     let tensor_len = raw.len();
     let what = format!(
-        "{} {} [1,{}] c={}",
+        "{}{} {} [1,{}] c={}",
         a.mode.name(),
+        if a.shm { "+shm" } else { "" },
         a.url,
         a.elements,
         a.concurrency
@@ -637,6 +711,9 @@ async fn load(a: LoadArgs) -> Result<(Value, bool), String> {
             (false, Some(Conn::Grpc(client, req))) => Conn::Grpc(client.clone(), req.clone()),
             _ => connect(&a, &prepared).await?,
         };
+        if a.shm {
+            conn = with_shared_memory(conn, &a, i, &raw).await?;
+        }
         conn.call(&expect, true)
             .await
             .map_err(|e| format!("{what}: the first request of task {i} failed: {e}"))?;
@@ -741,6 +818,7 @@ async fn load(a: LoadArgs) -> Result<(Value, bool), String> {
     let report = json!({
         "label": a.label,
         "mode": a.mode.name(),
+        "shm": a.shm,
         "url": a.url,
         "model": a.model,
         "shape": [1, a.elements],
