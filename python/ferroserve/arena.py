@@ -53,14 +53,15 @@ class Arena:
             raise ValueError(f"an input at {offset}+{length} lies outside the arena's request half")
         return self.view[offset : offset + length]
 
-    def place_output(self, raw, inputs):
-        """Where output bytes `raw` go: `("in", offset)` when they are a view of one of the
-        request's `inputs` (`(offset, length)` pairs), `("out", offset)` once copied into this
-        worker's half, or `None` (inline: small, or no room)."""
-        data = memoryview(raw).cast("B") if memoryview(raw).format != "B" else memoryview(raw)
-        n = data.nbytes
+    def place_output(self, raw, n, inputs):
+        """Where the `n` output bytes `raw` go: `("in", offset)` when they are a view of one
+        of the request's `inputs` (`(offset, length)` pairs), `("out", offset)` once copied
+        into this worker's half, or `None` (inline: small, or no room)."""
         if n < self.min_tensor_bytes or n == 0:
             return None
+        data = memoryview(raw)
+        if data.format != "B" or data.ndim != 1:
+            data = data.cast("B")
         at = np.frombuffer(data, dtype=np.uint8).__array_interface__["data"][0] - self._base
         for offset, length in inputs:
             if offset <= at and at + n <= offset + length:

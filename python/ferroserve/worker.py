@@ -258,7 +258,7 @@ def _encode_response(result, model_name, offset=0, arena=None, inputs=()):
     for item in items:
         entry, raw = _output(*item)
         length = memoryview(raw).nbytes
-        placed = arena.place_output(raw, inputs) if arena is not None else None
+        placed = arena.place_output(raw, length, inputs) if arena is not None else None
         if placed is not None:
             entry["region"], entry["offset"] = placed
             entry["length"] = length
@@ -462,7 +462,8 @@ class Worker:
         """The answer frame of a finished pipeline."""
         rid = header["id"]
         if header["protocol"] == "v2":
-            response, parts = _encode_response(z, self.name, 0, self.arena, _arena_inputs(header))
+            inputs = _arena_inputs(header) if self.arena is not None else ()
+            response, parts = _encode_response(z, self.name, 0, self.arena, inputs)
             return {"type": "result", "id": rid, "protocol": "v2", "response": response}, parts
         return {"type": "result", "id": rid, "protocol": "v1", "body": _v1_body(z)}, ()
 
@@ -546,7 +547,7 @@ class Worker:
             for k, z in zip(live, out):
                 items[k] = z
         results, parts, offset = [], [], 0
-        inputs = _arena_inputs(header) if v2 else ()
+        inputs = _arena_inputs(header) if v2 and self.arena is not None else ()
         for k in range(n):
             if errors[k] is None:
                 try:
@@ -824,7 +825,8 @@ async def main(argv=None):
         writer.close()
         return 1
     worker = Worker(model, args.name, reader, writer, arena)
-    write_frame(writer, {"type": "ready", "info": _info(model), "concurrent": worker.concurrent})
+    ready = {"type": "ready", "info": _info(model), "concurrent": worker.concurrent, "arena": arena is not None}
+    write_frame(writer, ready)
     await writer.drain()
     await worker.serve()
     stop = getattr(model, "stop", None)

@@ -57,6 +57,18 @@ def shm_server(_log_dir):
                 "max_ongoing_requests": 16,
             }
         )
+    batching = REPO_ROOT / "tests" / "python" / "models" / "batching.py"
+    for name, cls, wait in [("rows", "Rows", 0.5), ("listed", "Listed", 0.5)]:
+        entries.append(
+            {
+                "name": name,
+                "python": f"{batching}:{cls}",
+                "runtime_env": {"py_executable": sys.executable},
+                "shared_memory": {"min_tensor_bytes": MIN_TENSOR_BYTES},
+                "max_batch_size": 4,
+                "batch_wait_timeout_s": wait,
+            }
+        )
     config = _log_dir / "shm.yaml"
     config.write_text(json.dumps({"deployments": entries}))
     s = _start(
@@ -361,6 +373,31 @@ def test_inputs_modified_in_place_come_back_modified_and_copies_outlive_their_re
         got = client.infer("kept", [inp]).as_numpy("x")
         np.testing.assert_array_equal(got, arr if previous is None else previous)
         previous = arr
+
+
+@pytest.mark.parametrize("model,count", [("rows", "rows"), ("listed", "n")])
+def test_batches_cross_the_arena(shm_server, model, count):
+    """Four concurrent 4 KiB requests batched into one call: stacked into one tensor (`rows`)
+    or passed as a list to a `@serve.batch` handler (`listed`), each answer its own."""
+    results = {}
+
+    def run(k):
+        client = httpclient.InferenceServerClient(shm_server.host_port)
+        x = np.full((1, 1024), k + 1, dtype=np.int32)
+        i = httpclient.InferInput("x", [1, 1024], "INT32")
+        i.set_data_from_numpy(x)
+        r = client.infer(model, [i])
+        results[k] = (r.as_numpy("y"), int(r.as_numpy(count).flat[0]))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1, 2, 3]
+    for k, (y, n) in results.items():
+        np.testing.assert_array_equal(y, np.full((1, 1024), 2 * (k + 1), dtype=np.int32))
+    assert max(n for _, n in results.values()) > 1, results
 
 
 @pytest.mark.parametrize("model", ["small_arena", "inline_only"])

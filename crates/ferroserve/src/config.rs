@@ -59,7 +59,7 @@ pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 ///   - name: custom
 ///     python: model.py:MyModel               # or package.module:MyModel
 ///     runtime_env: {py_executable: .venv/bin/python, env_vars: {OMP_NUM_THREADS: "1"}}
-///     shared_memory: {arena_mib: 256, min_tensor_bytes: 65536}  # the defaults
+///     shared_memory: {arena_mib: 256, min_tensor_bytes: 8192}  # the defaults
 ///     num_replicas: 4
 /// ```
 #[derive(Debug, Clone, Deserialize)]

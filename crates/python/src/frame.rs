@@ -11,7 +11,7 @@
 //! | `reconfigure` (`user_config`) | `reconfigured` (`error`) |
 //! | `free` (`offset`: an output's block in the arena that ferroserve is done with) | |
 //! | `cancel` (the caller went away) | `cancelled` if the request was dropped before it finished (else its `result` or `error`) |
-//! | | `ready` (`info`, `concurrent`) once `load()` returned, or `load_failed` (`error`: the traceback) |
+//! | | `ready` (`info`, `concurrent`, `arena`) once `load()` returned, or `load_failed` (`error`: the traceback) |
 //! | `method` (`method`; payload: pickled `(args, kwargs)`) | `method_result` (payload: the pickled answer), or `error` |
 //! | `call_result` (`protocol`, `response` or `body`; for `method`, the payload), or `call_error` (`kind`, `message`) | `call` (`target`, `protocol` `v1`/`v2`/`method`, `request`, `body` or `method`, `parent`): the model calls another deployment |
 //! | | `call_cancel`: the model stopped waiting for its call |
@@ -254,6 +254,9 @@ pub enum FromWorker {
         /// them one at a time, in order.
         #[serde(default)]
         concurrent: bool,
+        /// Whether the worker took the shared-memory arena it was handed.
+        #[serde(default)]
+        arena: bool,
     },
     /// Construction or `load()` raised.
     LoadFailed {

@@ -50,7 +50,7 @@ impl Default for SharedMemory {
     fn default() -> Self {
         SharedMemory {
             arena_bytes: 256 << 20,
-            min_tensor_bytes: 64 << 10,
+            min_tensor_bytes: 8 << 10,
         }
     }
 }

@@ -407,7 +407,22 @@ pub(crate) async fn start(
     // The first frame says whether load() worked.
     let (info, concurrent) = match read_frame(&mut reader).await {
         Ok(Some((header, _))) => match serde_json::from_slice::<FromWorker>(&header) {
-            Ok(FromWorker::Ready { info, concurrent }) => (info, concurrent),
+            Ok(FromWorker::Ready {
+                info,
+                concurrent,
+                arena,
+            }) => {
+                if placement.worker_arg().is_some() && !arena {
+                    // A worker of an older package: it ignored --arena, and the descriptor's
+                    // byte sits in its stream ahead of every frame.
+                    shared.kill.notify_one();
+                    return Err(format!(
+                        "the worker's ferroserve package ({}) does not take shared memory: install the ferroserve version of this server in that interpreter",
+                        spec.py_executable.display()
+                    ));
+                }
+                (info, concurrent)
+            }
             Ok(FromWorker::LoadFailed { error }) => {
                 shared.kill.notify_one();
                 return Err(load_failure(&error));
