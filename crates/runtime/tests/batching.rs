@@ -95,13 +95,17 @@ fn doubler(batches: &Arc<Mutex<Vec<usize>>>) -> Deployment {
 
 async fn started(d: Deployment) -> (Controller, Handle) {
     let (c, h) = Controller::start(vec![d], RuntimeMetrics::unregistered()).unwrap();
-    for _ in 0..1000 {
+    // Time is paused, so virtual sleeps pass at once while the replica's thread needs real
+    // time to start (much of it on a loaded machine): wait on the real clock too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if h.model_ready("doubler").await.unwrap_or(false) {
             return (c, h);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+        std::thread::sleep(Duration::from_millis(1));
     }
-    panic!("doubler did not start");
+    panic!("doubler did not start within 30 s");
 }
 
 /// A started doubler batching up to `max` rows, waiting `wait_s`; and its record of batches.
