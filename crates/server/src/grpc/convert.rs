@@ -205,8 +205,13 @@ pub fn request_from(
         )));
     }
     if raw && req.raw_input_contents.len() != inline {
+        let note = if inline < req.inputs.len() {
+            " (inputs in shared memory take none)"
+        } else {
+            ""
+        };
         return Err(invalid(format!(
-            "the request has {inline} inputs not in shared memory but {} raw_input_contents",
+            "the request has {inline} inputs but {} raw_input_contents{note}",
             req.raw_input_contents.len()
         )));
     }
