@@ -444,20 +444,12 @@ impl Conn {
                     rb = rb.header("inference-header-content-length", h.to_string());
                 }
                 let resp = rb.send().await.map_err(|e| format!("HTTP error: {e:?}"))?;
-                let status = resp.status();
                 let out_hlen = resp
                     .headers()
                     .get("inference-header-content-length")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<usize>().ok());
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("HTTP error reading the body: {e:?}"))?;
-                if status != reqwest::StatusCode::OK {
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]);
-                    return Err(format!("HTTP {status}: {text}"));
-                }
+                let bytes = ok_body(resp).await?;
                 if header_len.is_some() {
                     check_binary(&bytes, out_hlen, expect, full)
                 } else {
@@ -483,19 +475,25 @@ impl Conn {
                     .send()
                     .await
                     .map_err(|e| format!("HTTP error: {e:?}"))?;
-                let status = resp.status();
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("HTTP error reading the body: {e:?}"))?;
-                if status != reqwest::StatusCode::OK {
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]);
-                    return Err(format!("HTTP {status}: {text}"));
-                }
+                let bytes = ok_body(resp).await?;
                 regions.check(shm::http_output_size(&bytes)?, &expect.bytes, full)
             }
         }
     }
+}
+
+/// The body of an answer, which must be a 200 (else an error quoting the body).
+async fn ok_body(resp: reqwest::Response) -> Result<Bytes, String> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("HTTP error reading the body: {e:?}"))?;
+    if status != reqwest::StatusCode::OK {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]);
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    Ok(bytes)
 }
 
 fn first_output(header: &Value) -> Result<&Value, String> {
