@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import arena as _arena
+from . import client_memory as _client_memory
 from . import handle as _handles
 from . import batching as _batching
 from .deployment import Application
@@ -133,6 +134,8 @@ def _request_from(header, payload, model_name, arena=None) -> InferRequest:
             if arena is None:
                 raise RuntimeError(f"input {t['name']!r} is in shared memory but this worker has none")
             i.set_raw(arena.input(t["offset"], t["length"]))
+        elif t.get("region") == "client":
+            i.set_raw(_client_memory.view(t["object"], t["offset"], t["length"]))
         else:
             i.set_raw(view[t["offset"] : t["offset"] + t["length"]])
         inputs.append(i)
@@ -825,7 +828,13 @@ async def main(argv=None):
         writer.close()
         return 1
     worker = Worker(model, args.name, reader, writer, arena)
-    ready = {"type": "ready", "info": _info(model), "concurrent": worker.concurrent, "arena": arena is not None}
+    ready = {
+        "type": "ready",
+        "info": _info(model),
+        "concurrent": worker.concurrent,
+        "arena": arena is not None,
+        "client_memory": True,
+    }
     write_frame(writer, ready)
     await writer.drain()
     await worker.serve()

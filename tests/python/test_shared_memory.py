@@ -45,6 +45,8 @@ def shm_server(_log_dir):
         ("in_place", "InPlace", 64),
         ("kept", "Kept", 64),
         ("where", "WhereAreMyInputs", 64),
+        ("mapped_from", "MappedFrom", 64),
+        ("slow_sum", "SlowSum", 64),
         ("small_arena", "Echo", 1),
         ("inline_only", "Echo", 0),
     ]:
@@ -536,3 +538,136 @@ def test_memory_stays_bounded_while_16_mib_tensors_stream_at_concurrency_8(shm_s
     second = rss_mib(pid)
     assert second - first < 96, (first, second)
     assert second < 1536, second
+
+
+# --- a client's region straight to a Python worker ------------------------------------------
+
+
+def _region_inputs(mod, region_name, arrays):
+    """Inputs `x0`, `x1`... lying one after another in `region_name`."""
+    inputs, offset = [], 0
+    for k, a in enumerate(arrays):
+        i = mod.InferInput(f"x{k}", list(a.shape), utils.np_to_triton_dtype(a.dtype))
+        i.set_shared_memory(region_name, a.nbytes, offset=offset)
+        inputs.append(i)
+        offset += a.nbytes
+    return inputs
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_client_region_reaches_the_python_worker_without_a_copy(shm_server, protocol):
+    """Inputs from the threshold up are views of the client's own object in the worker (its
+    mapping's file is /dev/shm/<key>); a smaller one is copied in. The Rust-side ONNX model
+    given the same region still answers (it reads the region with pread)."""
+    (_, mod, client) = next(c for c in clients(shm_server) if c[0] == protocol)
+    small = np.arange(MIN_TENSOR_BYTES // 4 - 1, dtype=np.float32)
+    large = np.arange(1 << 18, dtype=np.float32)
+    handle, key = region(f"to-worker-{protocol}", small.nbytes + large.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [small, large])
+        client.register_system_shared_memory(f"to-worker-{protocol}", key, small.nbytes + large.nbytes)
+        result = client.infer("mapped_from", _region_inputs(mod, f"to-worker-{protocol}", [small, large]))
+        small_from, large_from = (f.decode() for f in result.as_numpy("mapped_from"))
+        assert large_from == "/dev/shm" + key, (small_from, large_from)
+        assert not small_from.startswith("/dev/shm"), small_from
+        # The same region, read by the echo model (views of the client's memory come back).
+        echoed = client.infer("echo", _region_inputs(mod, f"to-worker-{protocol}", [small, large]))
+        np.testing.assert_array_equal(echoed.as_numpy("x0"), small)
+        np.testing.assert_array_equal(echoed.as_numpy("x1"), large)
+    finally:
+        client.unregister_system_shared_memory(f"to-worker-{protocol}")
+        shm.destroy_shared_memory_region(handle)
+
+
+def test_a_model_that_modifies_a_client_input_changes_only_its_own_copy(shm_server):
+    client = httpclient.InferenceServerClient(shm_server.host_port)
+    a = np.arange(100_000, dtype=np.float32)
+    handle, key = region("in-place", a.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [a])
+        client.register_system_shared_memory("in-place", key, a.nbytes)
+        for _ in range(2):  # the second sees the client's data again, not the first's doubling
+            got = client.infer("in_place", _region_inputs(httpclient, "in-place", [a])).as_numpy("x0")
+            np.testing.assert_array_equal(got, a * 2)
+        np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, [a.size]), a)
+    finally:
+        client.unregister_system_shared_memory("in-place")
+        shm.destroy_shared_memory_region(handle)
+
+
+def test_a_client_that_shrinks_or_replaces_its_object_gets_errors_and_the_server_serves_on(shm_server):
+    """Shrunk before the request: a 400 naming the range. Replaced by another object under the
+    same key: a 400 from the worker, which checks it found the registered object. Shrunk while
+    the worker reads it (a slow model, four requests in flight): those requests fail (the
+    worker dies of SIGBUS and is replaced), never the server, and new requests are served."""
+    client = httpclient.InferenceServerClient(shm_server.host_port, concurrency=4)
+    a = np.ones(1 << 18, dtype=np.float32)
+    path = lambda key: "/dev/shm" + key  # noqa: E731
+
+    # Shrunk before the request.
+    handle, key = region("shrunk", a.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [a])
+        client.register_system_shared_memory("shrunk", key, a.nbytes)
+        os.truncate(path(key), 4096)
+        with pytest.raises(InferenceServerException, match="outside") as e:
+            client.infer("mapped_from", _region_inputs(httpclient, "shrunk", [a]))
+        assert e.value.status() == "400", e.value
+    finally:
+        client.unregister_system_shared_memory("shrunk")
+        shm.destroy_shared_memory_region(handle)
+
+    # Replaced under the same key (ferroserve still holds the registered object open).
+    handle, key = region("replaced", a.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [a])
+        client.register_system_shared_memory("replaced", key, a.nbytes)
+        os.unlink(path(key))
+        with open(path(key), "wb") as f:
+            f.truncate(a.nbytes)
+        with pytest.raises(InferenceServerException, match="another object") as e:
+            client.infer("mapped_from", _region_inputs(httpclient, "replaced", [a]))
+        assert e.value.status() == "400", e.value
+    finally:
+        client.unregister_system_shared_memory("replaced")
+        shm.destroy_shared_memory_region(handle)  # unlinks the key: the new object
+
+    # Shrunk while the worker reads it.
+    handle, key = region("shrinking", a.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [a])
+        client.register_system_shared_memory("shrinking", key, a.nbytes)
+        pid = worker_pid(shm_server, "slow_sum")
+        pending = [client.async_infer("slow_sum", _region_inputs(httpclient, "shrinking", [a])) for _ in range(4)]
+        time.sleep(0.2)  # the first is asleep in predict, holding its view; the rest queue
+        os.truncate(path(key), 0)
+        outcomes = []
+        for p in pending:
+            try:
+                outcomes.append(float(p.get_result().as_numpy("sum")[0]))
+            except InferenceServerException as e:
+                outcomes.append(e.status())
+        assert all(o in ("400", "500", "503") for o in outcomes), outcomes
+        assert "500" in outcomes or "503" in outcomes, f"the worker read a shrunk object and lived: {outcomes}"
+    finally:
+        client.unregister_system_shared_memory("shrinking")
+        shm.destroy_shared_memory_region(handle)
+    wait_for(lambda: _worker_of(shm_server, "slow_sum") not in (None, pid), "a new slow_sum worker", timeout=30)
+    i = httpclient.InferInput("x0", [a.size], "FP32")
+    i.set_data_from_numpy(a)
+    wait_for(lambda: _sums(client, i) == a.size, "slow_sum served again", timeout=30)
+    assert shm_server.proc.poll() is None, "the server lives"
+
+
+def _worker_of(server, deployment):
+    try:
+        return worker_pid(server, deployment)
+    except AssertionError:
+        return None
+
+
+def _sums(client, i):
+    try:
+        return float(client.infer("slow_sum", [i]).as_numpy("sum")[0])
+    except InferenceServerException:
+        return None

@@ -192,6 +192,7 @@ fn response_to_wire(response: InferResponse) -> (WireResponse, Vec<Bytes>) {
             offset,
             length,
             region: None,
+            object: None,
         });
         offset += length;
         parts.push(t.data);

@@ -50,14 +50,31 @@ pub struct WireTensor {
     /// Tensor parameters.
     #[serde(default)]
     pub parameters: Parameters,
-    /// Byte offset in the payload, or in the arena when `region` is set.
+    /// Byte offset in the payload, in the arena when `region` is `in` or `out`, in the
+    /// client's object when it is `client`.
     pub offset: u64,
     /// Byte length.
     pub length: u64,
     /// Where the bytes are when not in the frame's payload: in the worker's shared-memory
-    /// arena (`in`: its request half, `out`: its own half).
+    /// arena (`in`: its request half, `out`: its own half), or in a client's object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<Region>,
+    /// The client's object, when `region` is `client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ClientObject>,
+}
+
+/// A client's shared-memory object that an input lies in (Triton's system shared-memory
+/// extension): the worker opens `/dev/shm/<key>` and checks it found the object ferroserve
+/// registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientObject {
+    /// The key, as the client registered it.
+    pub key: String,
+    /// The object's device number.
+    pub dev: u64,
+    /// The object's inode number.
+    pub ino: u64,
 }
 
 /// A half of a worker's shared-memory arena (`ferroserve_shm::Arena`).
@@ -69,6 +86,8 @@ pub enum Region {
     In,
     /// The worker's half, where it places outputs.
     Out,
+    /// A client's registered region, mapped by the worker itself (inputs only).
+    Client,
 }
 
 /// A V2 request in a header.
@@ -257,6 +276,9 @@ pub enum FromWorker {
         /// Whether the worker took the shared-memory arena it was handed.
         #[serde(default)]
         arena: bool,
+        /// Whether the worker maps clients' objects itself (inputs in `region: client`).
+        #[serde(default)]
+        client_memory: bool,
     },
     /// Construction or `load()` raised.
     LoadFailed {

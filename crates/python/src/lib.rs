@@ -99,4 +99,10 @@ impl ReplicaBackend for PythonBackend {
     async fn start(&self, start: ReplicaStart) -> Result<Arc<dyn Replica>, String> {
         worker::start(self.spec.clone(), start).await
     }
+
+    /// Inputs from a client's shared memory cross to the worker as the object and an offset,
+    /// never read here (`placement`).
+    fn takes_mapped_inputs(&self) -> bool {
+        true
+    }
 }

@@ -6,6 +6,12 @@
 //! worker places large outputs in its own half (ferroserve reads them in place and sends a
 //! `free` when done), or names the input an output is a view of (no copy at all). When the
 //! arena is full, a tensor goes inline: never an error.
+//!
+//! An input read from a client's registered region arrives mapped
+//! (`ferroserve_shm::ClientRegion::map`) and crosses as the client's object and an offset: the
+//! worker maps the object itself, so its bytes are not copied at all. It is never read here
+//! (a client shrinking its object would crash the server); below the threshold, or for a
+//! worker that cannot map objects, it is copied with `pread` and travels as any other input.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -18,18 +24,26 @@ use ferroserve_shm::Arena;
 
 use crate::SharedMemory;
 use crate::calls::Outbox;
-use crate::frame::{Region, ToWorker, WireRequest, WireResponse, WireTensor};
+use crate::frame::{ClientObject, Region, ToWorker, WireRequest, WireResponse, WireTensor};
 
 /// A worker's tensor placement: its arena, if it has one, and the size from which it is used.
 #[derive(Debug, Clone)]
 pub(crate) struct Placement {
     arena: Option<Arc<Arena>>,
     min_tensor_bytes: usize,
+    /// The worker maps clients' objects itself (it said so when ready).
+    client_memory: bool,
 }
 
-/// Blocks of the arena holding one request's (or batch's) inputs, by offset: kept until the
-/// worker answers, and the source of outputs that are views of inputs.
-pub(crate) type InputBlocks = Vec<(u64, Bytes)>;
+/// What one request's (or batch's) inputs hold until the worker answers: their blocks of the
+/// arena, by offset (also the source of outputs that are views of inputs), and the clients'
+/// mapped regions the worker reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InputBlocks {
+    arena: Vec<(u64, Bytes)>,
+    /// Held, not read: the worker reads these.
+    _client: Vec<Bytes>,
+}
 
 impl Placement {
     /// Makes the worker's arena as `options` say; without one (size 0, or the system refused),
@@ -46,7 +60,13 @@ impl Placement {
         Placement {
             arena,
             min_tensor_bytes: options.min_tensor_bytes,
+            client_memory: false,
         }
+    }
+
+    /// Records whether the worker maps clients' objects itself.
+    pub(crate) fn set_client_memory(&mut self, on: bool) {
+        self.client_memory = on;
     }
 
     /// The worker's `--arena` argument (`size:inputs_end:min_tensor_bytes`), when it has one.
@@ -87,14 +107,15 @@ impl Placement {
 
     /// A V2 request as a frame's header part. Tensors below the threshold (or when the arena is
     /// full) are appended to `parts`, their offsets counted from the payload's start (so
-    /// several requests can share one payload); the others are copied into the arena and
-    /// their blocks added to `blocks`.
+    /// several requests can share one payload); the others are copied into the arena, or named
+    /// in their client's object, and held in `blocks`. Fails only when a client's region can
+    /// no longer be read.
     pub(crate) fn wire_request(
         &self,
         req: &InferRequest,
         parts: &mut Vec<Bytes>,
         blocks: &mut InputBlocks,
-    ) -> WireRequest {
+    ) -> Result<WireRequest, InferError> {
         let mut offset: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let mut inputs = Vec::with_capacity(req.inputs.len());
         for t in &req.inputs {
@@ -106,26 +127,46 @@ impl Placement {
                 offset,
                 length: t.data.len() as u64,
                 region: None,
+                object: None,
             };
-            match self.place(&t.data) {
+            let mut data = t.data.clone();
+            if let Some(mapped) = ferroserve_shm::mapped::find(&t.data) {
+                if self.client_memory && t.data.len() >= self.min_tensor_bytes {
+                    let (dev, ino) = mapped.identity();
+                    wire.offset = mapped.object_offset();
+                    wire.region = Some(Region::Client);
+                    wire.object = Some(ClientObject {
+                        key: mapped.key().to_owned(),
+                        dev,
+                        ino,
+                    });
+                    blocks._client.push(data);
+                    inputs.push(wire);
+                    continue;
+                }
+                data = mapped
+                    .read()
+                    .map_err(|e| InferError::InvalidInput(format!("input '{}': {e}", t.name)))?;
+            }
+            match self.place(&data) {
                 Some((at, block)) => {
                     wire.offset = at;
                     wire.region = Some(Region::In);
-                    blocks.push((at, block));
+                    blocks.arena.push((at, block));
                 }
                 None => {
-                    offset += t.data.len() as u64;
-                    parts.push(t.data.clone());
+                    offset += data.len() as u64;
+                    parts.push(data);
                 }
             }
             inputs.push(wire);
         }
-        WireRequest {
+        Ok(WireRequest {
             id: req.id.clone(),
             parameters: req.parameters.clone(),
             inputs,
             outputs: req.outputs.clone(),
-        }
+        })
     }
 
     /// `data` copied into the arena, when it is large enough and there is room.
@@ -151,9 +192,11 @@ impl Placement {
             let data = match t.region {
                 None => slice(payload, t.offset, t.length),
                 Some(Region::In) => blocks
+                    .arena
                     .iter()
                     .find_map(|(at, block)| slice(block, t.offset.checked_sub(*at)?, t.length)),
                 Some(Region::Out) => self.output(t.offset, t.length, outbox),
+                Some(Region::Client) => None,
             }
             .ok_or_else(|| {
                 invalid_response(format!(
@@ -163,6 +206,7 @@ impl Placement {
                         None => "frame's payload",
                         Some(Region::In) => "request's inputs",
                         Some(Region::Out) => "worker's shared memory",
+                        Some(Region::Client) => "request (outputs are never in a client's region)",
                     }
                 ))
             })?;
@@ -218,6 +262,7 @@ mod tests {
             offset,
             length,
             region,
+            object: None,
         }
     }
 
@@ -244,8 +289,10 @@ mod tests {
             ],
             ..Default::default()
         };
-        let (mut parts, mut blocks) = (Vec::new(), InputBlocks::new());
-        let w = placement.wire_request(&req, &mut parts, &mut blocks);
+        let (mut parts, mut blocks) = (Vec::new(), InputBlocks::default());
+        let w = placement
+            .wire_request(&req, &mut parts, &mut blocks)
+            .unwrap();
         assert_eq!(w.inputs[0].region, None, "below the threshold: inline");
         assert_eq!(w.inputs[1].region, Some(Region::In));
         assert_eq!(parts.len(), 1);
@@ -285,6 +332,59 @@ mod tests {
             placement
                 .response_from(outside, &Bytes::new(), &blocks, &tx)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn inputs_mapped_from_a_client_region_cross_by_reference_when_the_worker_maps_them() {
+        let name = format!("ferroserve-placement-test-{}", std::process::id());
+        let path = std::path::Path::new("/dev/shm").join(&name);
+        std::fs::write(&path, vec![5u8; 8192]).unwrap();
+        let region = Arc::new(ferroserve_shm::ClientRegion::open(&name, 0, 8192).unwrap());
+        let _ = std::fs::remove_file(&path); // the open region keeps the object
+        let req = InferRequest {
+            inputs: vec![
+                Tensor::new(
+                    "x",
+                    DataType::Uint8,
+                    vec![4096],
+                    region.map(4096, 4096).unwrap(),
+                )
+                .unwrap(),
+            ],
+            ..Default::default()
+        };
+        let mut placement = Placement::new(
+            SharedMemory {
+                arena_bytes: 1 << 16,
+                min_tensor_bytes: 1024,
+            },
+            "test",
+        );
+        let (mut parts, mut blocks) = (Vec::new(), InputBlocks::default());
+        let copied = placement
+            .wire_request(&req, &mut parts, &mut blocks)
+            .unwrap();
+        assert_eq!(
+            copied.inputs[0].region,
+            Some(Region::In),
+            "a worker that cannot map objects gets a copy"
+        );
+        assert_eq!(&blocks.arena[0].1[..], &[5u8; 4096][..]);
+        placement.set_client_memory(true);
+        let (mut parts, mut blocks) = (Vec::new(), InputBlocks::default());
+        let w = placement
+            .wire_request(&req, &mut parts, &mut blocks)
+            .unwrap();
+        let t = &w.inputs[0];
+        assert_eq!(t.region, Some(Region::Client));
+        assert_eq!((t.offset, t.length), (4096, 4096));
+        let object = t.object.as_ref().unwrap();
+        assert_eq!(object.key, name);
+        assert_eq!((object.dev, object.ino), region.identity());
+        assert!(
+            parts.is_empty() && blocks.arena.is_empty(),
+            "nothing copied"
         );
     }
 }

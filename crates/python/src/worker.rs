@@ -287,7 +287,7 @@ pub(crate) async fn start(
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let socket_file = SocketFile(socket.clone());
-    let placement = Placement::new(spec.shared_memory, &start.replica_id);
+    let mut placement = Placement::new(spec.shared_memory, &start.replica_id);
 
     let mut cmd = Command::new(&spec.py_executable);
     cmd.arg("-u")
@@ -411,6 +411,7 @@ pub(crate) async fn start(
                 info,
                 concurrent,
                 arena,
+                client_memory,
             }) => {
                 if placement.worker_arg().is_some() && !arena {
                     // A worker of an older package: it ignored --arena, and the descriptor's
@@ -421,6 +422,7 @@ pub(crate) async fn start(
                         spec.py_executable.display()
                     ));
                 }
+                placement.set_client_memory(client_memory);
                 (info, concurrent)
             }
             Ok(FromWorker::LoadFailed { error }) => {
@@ -896,14 +898,14 @@ impl Replica for WorkerReplica {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut blocks = InputBlocks::new();
+        let mut blocks = InputBlocks::default();
         let (header, parts, v2) = match &payload {
             Payload::V2(req) => {
                 let mut parts = Vec::with_capacity(req.inputs.len());
                 let msg = ToWorker::Infer {
                     id,
                     protocol: "v2",
-                    request: Some(self.placement.wire_request(req, &mut parts, &mut blocks)),
+                    request: Some(self.placement.wire_request(req, &mut parts, &mut blocks)?),
                     body: None,
                     headers,
                 };
@@ -957,13 +959,13 @@ impl Replica for WorkerReplica {
         let n = payloads.len();
         let v2 = matches!(payloads.first(), Some(Payload::V2(_)));
         let mut parts = Vec::new();
-        let mut blocks = InputBlocks::new();
+        let mut blocks = InputBlocks::default();
         let mut requests = Vec::with_capacity(n);
         let mut bodies = Vec::with_capacity(n);
         for p in &payloads {
             match p {
                 Payload::V2(req) if v2 => {
-                    requests.push(self.placement.wire_request(req, &mut parts, &mut blocks));
+                    requests.push(self.placement.wire_request(req, &mut parts, &mut blocks)?);
                 }
                 Payload::V1(body) if !v2 => bodies.push(body),
                 _ => {
@@ -1031,7 +1033,7 @@ impl Replica for WorkerReplica {
                 id,
                 header,
                 vec![args],
-                Vec::new(),
+                InputBlocks::default(),
                 Some(permit),
                 ctx.deadline,
             )
@@ -1065,7 +1067,7 @@ impl Replica for WorkerReplica {
             };
         }
         match self
-            .call(id, header, Vec::new(), Vec::new(), None, None)
+            .call(id, header, Vec::new(), InputBlocks::default(), None, None)
             .await
         {
             Ok(Reply::Health(true)) => Ok(()),
@@ -1083,7 +1085,7 @@ impl Replica for WorkerReplica {
         })
         .map_err(|e| e.to_string())?;
         match self
-            .call(id, header, Vec::new(), Vec::new(), None, None)
+            .call(id, header, Vec::new(), InputBlocks::default(), None, None)
             .await
         {
             Ok(Reply::Reconfigured(None)) => Ok(()),

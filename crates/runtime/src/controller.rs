@@ -276,6 +276,7 @@ fn spawn_actor(
             max_queued: config.max_queued_requests,
             request_timeout: config.request_timeout,
             retry_unsent: d.backend.may_refuse_unsent(),
+            mapped_inputs: d.backend.takes_mapped_inputs() && config.batching.is_none(),
         },
         dm.clone(),
     );
@@ -859,6 +860,7 @@ impl Actor {
             max_queued: config.max_queued_requests,
             request_timeout: config.request_timeout,
             retry_unsent: d.backend.may_refuse_unsent(),
+            mapped_inputs: d.backend.takes_mapped_inputs() && config.batching.is_none(),
         });
         for r in &self.replicas {
             if let Some(s) = &r.slot {

@@ -255,6 +255,14 @@ impl Handle {
         self.entry(name).is_ok()
     }
 
+    /// Whether a request to `name` may carry input bytes mapped from a client's shared memory
+    /// (its backend hands them on by reference and nothing stacks them); `false` for an
+    /// unknown name.
+    pub fn takes_mapped_inputs(&self, name: &str) -> bool {
+        self.entry(name)
+            .is_ok_and(|e| e.router.takes_mapped_inputs())
+    }
+
     /// Names of the deployments clients reach, ready or not, in registration order.
     pub fn model_names(&self) -> Vec<String> {
         self.inner

@@ -225,6 +225,14 @@ pub trait ReplicaBackend: Send + Sync + 'static {
     fn may_refuse_unsent(&self) -> bool {
         false
     }
+
+    /// Whether requests may carry input bytes that are a mapping of a client's shared memory
+    /// (`ferroserve_shm::ClientRegion::map`): only a backend that never reads them in this
+    /// process (it hands them on by reference), since a client that shrinks its object would
+    /// make such a read crash the server. The default: no; inputs are read with `pread`.
+    fn takes_mapped_inputs(&self) -> bool {
+        false
+    }
 }
 
 /// Makes a fresh, unloaded instance of a model: called once per replica the controller

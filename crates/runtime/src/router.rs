@@ -93,6 +93,11 @@ pub(crate) struct Limits {
     /// Replicas may refuse a request before sending it ([`InferError::NotSent`]): keep a copy
     /// and retry it once on another replica.
     pub(crate) retry_unsent: bool,
+    /// Requests may carry mapped client memory: the backend takes it by reference and no
+    /// batcher stacks (reads) it ([`ReplicaBackend::takes_mapped_inputs`]).
+    ///
+    /// [`ReplicaBackend::takes_mapped_inputs`]: crate::ReplicaBackend::takes_mapped_inputs
+    pub(crate) mapped_inputs: bool,
 }
 
 struct Waiter {
@@ -207,6 +212,11 @@ impl Router {
 
     pub(crate) fn set_limits(&self, limits: Limits) {
         self.inner.limits.store(Arc::new(limits));
+    }
+
+    /// Whether requests may carry mapped client memory (see [`Limits::mapped_inputs`]).
+    pub(crate) fn takes_mapped_inputs(&self) -> bool {
+        self.inner.limits.load().mapped_inputs
     }
 
     pub(crate) fn replica_set(&self) -> Arc<ReplicaSet> {

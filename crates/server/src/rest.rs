@@ -364,7 +364,11 @@ async fn v2_infer(
                 })?,
         ),
     };
-    let req = binary::decode_request_with(bytes, json_len, &*s.shared_memory)?;
+    let req = binary::decode_request_with(
+        bytes,
+        json_len,
+        &s.shared_memory.reader_for(&s.handle, name),
+    )?;
     let params = req.parameters.clone();
     let requested = req.outputs.clone();
     let mut resp = match s

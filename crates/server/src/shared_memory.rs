@@ -3,18 +3,21 @@
 //! them. Only what a client registered can be reached, and only within its range; errors name
 //! the region and the range.
 //!
-//! Registering maps nothing: a region is a POSIX shared-memory object opened by its key
-//! ([`ClientRegion`]) and read or written per request. As in Triton (`--allow-client-shm`),
+//! A region is a POSIX shared-memory object opened by its key ([`ClientRegion`]) and read or
+//! written per request with `pread`/`pwrite`. For a deployment that takes inputs by reference
+//! (a Python one: [`Handle::takes_mapped_inputs`]), inputs are instead mapped and handed on
+//! without a copy: its worker maps the client's object itself. As in Triton (`--allow-client-shm`),
 //! the extension is off unless the server is started with `--allow-client-shm`: a client that
 //! can register a key can read any shared-memory object this server's user may open.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use ferroserve_protocol::ProtocolError;
 use ferroserve_protocol::shared_memory::{SharedMemoryReader, SharedMemoryRef, mark_written};
 use ferroserve_protocol::v2::{InferResponse, RequestedOutput};
+use ferroserve_runtime::Handle;
 use ferroserve_shm::ClientRegion;
 use serde::Serialize;
 
@@ -177,8 +180,13 @@ fn region_error(tensor: &str, at: &SharedMemoryRef, e: ferroserve_shm::ShmError)
     }
 }
 
-impl SharedMemoryReader for SharedMemoryRegistry {
-    fn read(&self, tensor: &str, at: &SharedMemoryRef) -> Result<Bytes, ProtocolError> {
+impl SharedMemoryRegistry {
+    /// The region an input names, once its size is checked against the limit.
+    fn region_for(
+        &self,
+        tensor: &str,
+        at: &SharedMemoryRef,
+    ) -> Result<Arc<ClientRegion>, ProtocolError> {
         let region = self.get(&at.region).ok_or_else(|| unknown(&at.region))?;
         if at.byte_size > self.max_tensor_bytes {
             return Err(ProtocolError::Tensor {
@@ -189,8 +197,41 @@ impl SharedMemoryReader for SharedMemoryRegistry {
                 ),
             });
         }
-        region
-            .read(at.offset, at.byte_size)
-            .map_err(|e| region_error(tensor, at, e))
+        Ok(region)
+    }
+
+    /// The reader for one request to `model`: it maps inputs where that deployment takes them
+    /// by reference, and copies them everywhere else. Asks the handle only if the request has
+    /// an input in shared memory.
+    pub fn reader_for<'a>(&'a self, handle: &'a Handle, model: &'a str) -> RequestReader<'a> {
+        RequestReader {
+            registry: self,
+            handle,
+            model,
+            by_reference: OnceLock::new(),
+        }
+    }
+}
+
+/// Reads a request's inputs from shared memory (see [`SharedMemoryRegistry::reader_for`]).
+pub struct RequestReader<'a> {
+    registry: &'a SharedMemoryRegistry,
+    handle: &'a Handle,
+    model: &'a str,
+    by_reference: OnceLock<bool>,
+}
+
+impl SharedMemoryReader for RequestReader<'_> {
+    fn read(&self, tensor: &str, at: &SharedMemoryRef) -> Result<Bytes, ProtocolError> {
+        let region = self.registry.region_for(tensor, at)?;
+        let by_reference = *self
+            .by_reference
+            .get_or_init(|| self.handle.takes_mapped_inputs(self.model));
+        if by_reference {
+            region.map(at.offset, at.byte_size)
+        } else {
+            region.read(at.offset, at.byte_size)
+        }
+        .map_err(|e| region_error(tensor, at, e))
     }
 }

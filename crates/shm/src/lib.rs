@@ -7,16 +7,20 @@
 //!   the second half. A tensor then crosses the worker's socket as an offset, not as bytes.
 //! - [`ClientRegion`]: a region a client registered through Triton's system shared-memory
 //!   extension (a POSIX shared-memory object, `/dev/shm/<key>`), read and written with
-//!   `pread`/`pwrite` only within what was registered.
+//!   `pread`/`pwrite` only within what was registered, or mapped read-only for a consumer that
+//!   hands the bytes on by reference without reading them ([`mapped`]).
 //!
-//! *Invariant:* this crate holds the workspace's only `unsafe` code (in [`arena`]): mapping the
-//! arena and reading and writing its blocks.
+//! *Invariant:* this crate holds the workspace's only `unsafe` code (in [`arena`] and
+//! [`mapped`]): mapping the arena and clients' regions, and reading and writing the arena's
+//! blocks.
 
 pub mod arena;
 mod error;
 mod free_list;
+pub mod mapped;
 mod region;
 
 pub use arena::Arena;
 pub use error::ShmError;
+pub use mapped::MappedInput;
 pub use region::ClientRegion;

@@ -2,17 +2,20 @@
 //! shared-memory object, opened by its key as `shm_open` would (`/dev/shm/<key>`), of which
 //! only `[offset, offset + byte_size)` may be read or written.
 //!
-//! The region is read and written with `pread`/`pwrite`, not mapped: a client that shrinks
-//! its object while registered gets an error on its next request, where a mapping would have
-//! crashed the server (SIGBUS).
+//! The region is read and written with `pread`/`pwrite`: a client that shrinks its object
+//! while registered gets an error on its next request, where reading a mapping would have
+//! crashed the server (SIGBUS). The one exception is [`ClientRegion::map`], for consumers that
+//! pass the bytes on by reference without reading them (see [`crate::mapped`]).
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use rustix::fs::OFlags;
 
 use crate::ShmError;
+use crate::mapped::Mapping;
 
 /// Where POSIX shared-memory objects live on Linux.
 const SHM_DIR: &str = "/dev/shm";
@@ -24,6 +27,10 @@ pub struct ClientRegion {
     key: String,
     offset: u64,
     byte_size: u64,
+    /// The object's device and inode.
+    identity: (u64, u64),
+    /// A read-only mapping of the region, made by the first [`ClientRegion::map`].
+    mapping: OnceLock<Mapping>,
 }
 
 impl ClientRegion {
@@ -63,6 +70,8 @@ impl ClientRegion {
             key: key.to_owned(),
             offset,
             byte_size,
+            identity: (meta.dev(), meta.ino()),
+            mapping: OnceLock::new(),
         };
         region.check("the registered region", 0, byte_size, meta.len())?;
         Ok(region)
@@ -81,6 +90,61 @@ impl ClientRegion {
     /// Size of the region.
     pub fn byte_size(&self) -> u64 {
         self.byte_size
+    }
+
+    /// The object's device and inode numbers.
+    pub fn identity(&self) -> (u64, u64) {
+        self.identity
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(crate) fn mapping(&self) -> Option<&Mapping> {
+        self.mapping.get()
+    }
+
+    /// `len` bytes at `offset` of the region as [`Bytes`] over a read-only mapping of it, with
+    /// no copy, for a consumer that hands them on by reference ([`crate::mapped::find`] says
+    /// where they lie) and **never reads them in this process**: a client that shrinks its
+    /// object would make such a read crash the server. Everyone else reads with
+    /// [`ClientRegion::read`]. The range is checked against the object's size now.
+    pub fn map(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, ShmError> {
+        self.check("a read", offset, len, u64::MAX)?;
+        let size = self
+            .file
+            .metadata()
+            .map_err(|e| ShmError::io(format!("inspecting shared memory key '{}'", self.key), e))?
+            .len();
+        self.check("a read", offset, len, size)?;
+        if len == 0 || self.byte_size == 0 {
+            return Ok(Bytes::new());
+        }
+        let mapping = match self.mapping.get() {
+            Some(m) => m,
+            None => {
+                const PAGE: u64 = 4096;
+                let start = self.offset - self.offset % PAGE;
+                let span = usize::try_from(self.offset + self.byte_size - start).map_err(|_| {
+                    ShmError::OutOfRange {
+                        what: "a mapping",
+                        offset,
+                        len,
+                        size: self.byte_size,
+                    }
+                })?;
+                let made = Mapping::new(self, start, span)?;
+                // Two first requests may race: one mapping stays, the other is dropped.
+                let _ = self.mapping.set(made);
+                self.mapping.get().ok_or_else(|| {
+                    ShmError::io("mapping a shared memory region", std::io::ErrorKind::Other)
+                })?
+            }
+        };
+        // Both fit in usize: the range lies within the mapping, checked above.
+        let at = (self.offset + offset - mapping.start) as usize;
+        Ok(Mapping::bytes(self.clone(), at, len as usize))
     }
 
     /// Checks that `[offset, offset + len)` of the region lies within `limit` bytes of the
@@ -200,6 +264,53 @@ mod tests {
         ] {
             assert!(ClientRegion::open(key, 0, 1).is_err(), "{key:?}");
         }
+    }
+
+    #[test]
+    fn mapped_bytes_are_found_with_their_object_and_offset() {
+        let obj = Object::new(3 * 4096);
+        let region = Arc::new(ClientRegion::open(&obj.0, 4100, 8000).unwrap());
+        region.write(10, &[b"mapped"]).unwrap();
+        let bytes = region.map(10, 6).unwrap();
+        assert_eq!(&bytes[..], b"mapped", "no shrink here, so reading is fine");
+        let found = crate::mapped::find(&bytes[1..4]).expect("a slice of mapped bytes is found");
+        assert_eq!(found.key(), obj.0);
+        assert_eq!(found.object_offset(), 4100 + 11);
+        assert_eq!(found.len(), 3);
+        assert_eq!(found.identity(), region.identity());
+        assert_eq!(&found.read().unwrap()[..], b"app");
+        assert!(crate::mapped::find(b"mapped").is_none(), "ordinary memory");
+        assert!(region.map(7990, 20).is_err(), "past the region's end");
+        let again = region.map(0, 8000).unwrap();
+        assert!(
+            crate::mapped::find(&again).is_some(),
+            "one mapping serves every range"
+        );
+        drop((bytes, again, found));
+        let weak = Arc::downgrade(&region);
+        drop(region);
+        assert!(
+            weak.upgrade().is_none(),
+            "the bytes held the region, and nothing else"
+        );
+    }
+
+    #[test]
+    fn mapping_a_shrunk_object_is_an_error() {
+        let obj = Object::new(64);
+        let region = Arc::new(ClientRegion::open(&obj.0, 0, 64).unwrap());
+        File::options()
+            .write(true)
+            .open(std::path::Path::new(SHM_DIR).join(&obj.0))
+            .unwrap()
+            .set_len(8)
+            .unwrap();
+        assert!(region.map(0, 64).is_err());
+        assert_eq!(
+            region.map(0, 8).unwrap().len(),
+            8,
+            "what is left can still be mapped"
+        );
     }
 
     #[test]

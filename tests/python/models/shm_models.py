@@ -93,3 +93,44 @@ class WhereAreMyInputs(Model):
             flags.append(int(any(lo <= address < hi for lo, hi in ranges)))
         out = InferOutput("in_arena", [len(flags)], "INT8", data=np.array(flags, dtype=np.int8))
         return InferResponse(response_id=request.id, model_name=self.name, infer_outputs=[out])
+
+
+def _mapping_of(address):
+    """The file behind the mapping holding `address` in this process ('' for anonymous memory)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= address < hi:
+                return fields[5].strip() if len(fields) > 5 else ""
+    return ""
+
+
+class MappedFrom(Model):
+    """Answers, per input, the file its array is a view of ('' when it was copied into this
+    process, 'memfd:ferroserve-arena ...' for the arena), as BYTES."""
+
+    def load(self):
+        self.ready = True
+
+    def predict(self, request, headers=None):
+        files = [_mapping_of(i.as_numpy().__array_interface__["data"][0]).encode() for i in request.inputs]
+        out = InferOutput("mapped_from", [len(files)], "BYTES", data=np.array(files, dtype=np.object_))
+        return InferResponse(response_id=request.id, model_name=self.name, infer_outputs=[out])
+
+
+class SlowSum(Model):
+    """Sleeps half a second, then sums its FP32 input: long enough for a client to shrink the
+    region the input lies in."""
+
+    def load(self):
+        self.ready = True
+
+    def predict(self, request, headers=None):
+        import time
+
+        a = request.inputs[0].as_numpy()
+        time.sleep(0.5)
+        total = np.array([a.sum(dtype=np.float64)], dtype=np.float64)
+        out = InferOutput("sum", [1], "FP64", data=total)
+        return InferResponse(response_id=request.id, model_name=self.name, infer_outputs=[out])

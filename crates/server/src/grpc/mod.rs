@@ -166,8 +166,11 @@ impl InferenceService {
         let version = std::mem::take(&mut req.model_version);
         let result = async {
             self.state.handle.check_version(&name, &version)?;
-            let request =
-                convert::request_from(req, &*self.state.shared_memory).map_err(InferError::from)?;
+            let reader = self
+                .state
+                .shared_memory
+                .reader_for(&self.state.handle, &name);
+            let request = convert::request_from(req, &reader).map_err(InferError::from)?;
             let shm_outputs = request.outputs.iter().any(|o| {
                 o.parameters
                     .contains_key(ferroserve_protocol::shared_memory::REGION)
