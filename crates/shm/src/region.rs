@@ -215,6 +215,16 @@ mod tests {
             f.set_len(len).unwrap();
             Object(name)
         }
+
+        /// Truncates the object to `len` bytes, as a client may at any time.
+        fn shrink(&self, len: u64) {
+            File::options()
+                .write(true)
+                .open(std::path::Path::new(SHM_DIR).join(&self.0))
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+        }
     }
 
     impl Drop for Object {
@@ -299,12 +309,7 @@ mod tests {
     fn mapping_a_shrunk_object_is_an_error() {
         let obj = Object::new(64);
         let region = Arc::new(ClientRegion::open(&obj.0, 0, 64).unwrap());
-        File::options()
-            .write(true)
-            .open(std::path::Path::new(SHM_DIR).join(&obj.0))
-            .unwrap()
-            .set_len(8)
-            .unwrap();
+        obj.shrink(8);
         assert!(region.map(0, 64).is_err());
         assert_eq!(
             region.map(0, 8).unwrap().len(),
@@ -317,12 +322,7 @@ mod tests {
     fn a_shrunk_object_is_an_error_not_a_crash() {
         let obj = Object::new(64);
         let region = ClientRegion::open(&obj.0, 0, 64).unwrap();
-        File::options()
-            .write(true)
-            .open(std::path::Path::new(SHM_DIR).join(&obj.0))
-            .unwrap()
-            .set_len(8)
-            .unwrap();
+        obj.shrink(8);
         assert!(region.read(0, 64).is_err());
     }
 }
