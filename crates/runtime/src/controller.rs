@@ -261,6 +261,17 @@ impl Controller {
     }
 }
 
+/// The router's limits for a deployment of this backend and configuration.
+fn limits(d: &Deployment, config: &DeploymentConfig) -> Limits {
+    Limits {
+        max_queued: config.max_queued_requests,
+        request_timeout: config.request_timeout,
+        retry_unsent: d.backend.may_refuse_unsent(),
+        // A configured batcher stacks tensors, which reads them.
+        mapped_inputs: d.backend.takes_mapped_inputs() && config.batching.is_none(),
+    }
+}
+
 /// Creates a deployment's router, status and control loop; returns its handle entry, the
 /// loop's handle and its graceful shutdown timeout.
 fn spawn_actor(
@@ -270,16 +281,7 @@ fn spawn_actor(
     weak: &Arc<std::sync::OnceLock<WeakHandle>>,
 ) -> (Arc<DeploymentEntry>, (ActorHandle, Duration)) {
     let dm = metrics.deployment(&d.name);
-    let router = Router::new(
-        d.name.clone(),
-        Limits {
-            max_queued: config.max_queued_requests,
-            request_timeout: config.request_timeout,
-            retry_unsent: d.backend.may_refuse_unsent(),
-            mapped_inputs: d.backend.takes_mapped_inputs() && config.batching.is_none(),
-        },
-        dm.clone(),
-    );
+    let router = Router::new(d.name.clone(), limits(&d, &config), dm.clone());
     let status = Arc::new(Mutex::new(DeploymentStatus::new(&d.name)));
     let entry = Arc::new(DeploymentEntry::new(
         d.name.clone(),
@@ -856,12 +858,7 @@ impl Actor {
             r.batching.replace(config.batching.clone());
         }
         tracing::info!(deployment = %self.name, restart, "deployment updated");
-        self.router.set_limits(Limits {
-            max_queued: config.max_queued_requests,
-            request_timeout: config.request_timeout,
-            retry_unsent: d.backend.may_refuse_unsent(),
-            mapped_inputs: d.backend.takes_mapped_inputs() && config.batching.is_none(),
-        });
+        self.router.set_limits(limits(&d, &config));
         for r in &self.replicas {
             if let Some(s) = &r.slot {
                 s.max_ongoing.store(
