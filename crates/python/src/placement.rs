@@ -129,9 +129,10 @@ impl Placement {
                 region: None,
                 object: None,
             };
-            let mut data = t.data.clone();
-            if let Some(mapped) = ferroserve_shm::mapped::find(&t.data) {
-                if self.client_memory && t.data.len() >= self.min_tensor_bytes {
+            let copied;
+            let data = match ferroserve_shm::mapped::find(&t.data) {
+                None => &t.data,
+                Some(mapped) if self.client_memory && t.data.len() >= self.min_tensor_bytes => {
                     let (dev, ino) = mapped.identity();
                     wire.offset = mapped.object_offset();
                     wire.region = Some(Region::Client);
@@ -140,15 +141,19 @@ impl Placement {
                         dev,
                         ino,
                     });
-                    blocks._client.push(data);
+                    blocks._client.push(t.data.clone());
                     inputs.push(wire);
                     continue;
                 }
-                data = mapped
-                    .read()
-                    .map_err(|e| InferError::InvalidInput(format!("input '{}': {e}", t.name)))?;
-            }
-            match self.place(&data) {
+                // Never read mapped bytes here: copy them with `pread`.
+                Some(mapped) => {
+                    copied = mapped.read().map_err(|e| {
+                        InferError::InvalidInput(format!("input '{}': {e}", t.name))
+                    })?;
+                    &copied
+                }
+            };
+            match self.place(data) {
                 Some((at, block)) => {
                     wire.offset = at;
                     wire.region = Some(Region::In);
@@ -156,7 +161,7 @@ impl Placement {
                 }
                 None => {
                     offset += data.len() as u64;
-                    parts.push(data);
+                    parts.push(data.clone());
                 }
             }
             inputs.push(wire);
