@@ -11,14 +11,11 @@ use ferroserve_runtime::{InferError, ModelInfo, Payload, Prediction};
 use ferroserve_server::grpc::convert;
 use ferroserve_server::grpc::pb;
 use ferroserve_server::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
-use tonic::transport::Channel;
 
 use crate::error::{CallError, with_causes};
+use crate::http2::{Http2Channel, Unsent};
 
-/// HTTP/2 pings on idle connections, so a partitioned endpoint is noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
-
-type Client = GrpcInferenceServiceClient<Channel>;
+type Client = GrpcInferenceServiceClient<Http2Channel>;
 
 /// gRPC clients of one endpoint (one per connection) and the model's name there.
 #[derive(Clone)]
@@ -37,19 +34,14 @@ impl GrpcConnection {
         connections: usize,
         connect_timeout: Duration,
     ) -> Result<Self, String> {
-        let uri = format!("http://{endpoint}");
+        let origin: http::Uri = format!("http://{endpoint}")
+            .parse()
+            .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
         let mut clients = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            let channel = tonic::transport::Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("endpoint {endpoint}: {e}"))?
-                .connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(KEEP_ALIVE)
-                .keep_alive_timeout(KEEP_ALIVE)
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+            let channel = Http2Channel::new(endpoint, connect_timeout);
             clients.push(
-                GrpcInferenceServiceClient::new(channel)
+                GrpcInferenceServiceClient::with_origin(channel, origin.clone())
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX),
             );
@@ -163,21 +155,23 @@ fn describe(status: &tonic::Status) -> String {
 }
 
 /// Whether a call failed before anything reached the endpoint: the connection could not be
-/// made (refused, unreachable, timed out connecting). Then nothing ran and the request may go
-/// to another endpoint; any other failure may have happened after the remote model ran.
+/// made (refused, unreachable, timed out connecting) or closed before the request was written
+/// ([`Unsent`]). Then nothing ran and the request may go to another endpoint; any other
+/// failure may have happened after the remote model ran.
 fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
+    caused_by::<Unsent>(status)
+}
+
+/// Whether an error of type `E` is among the status's causes.
+fn caused_by<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<E>() {
+            return true;
+        }
+        source = e.source();
     }
-    let text = describe(status).to_ascii_lowercase();
-    [
-        "tcp connect error",
-        "error trying to connect",
-        "connection refused",
-        "connect timed out",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
+    false
 }
 
 /// The runtime error of a call that reached the endpoint and failed there.
@@ -190,6 +184,9 @@ fn remote_error(endpoint: &str, status: &tonic::Status) -> InferError {
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Cancelled
         | tonic::Code::NotFound => InferError::Unavailable(msg),
+        // The connection failed under the call (the endpoint died or reset it): the endpoint
+        // is unavailable, not broken.
+        tonic::Code::Unknown if caused_by::<hyper::Error>(status) => InferError::Unavailable(msg),
         _ => InferError::Internal(msg),
     }
 }

@@ -20,6 +20,7 @@ mod endpoints;
 mod error;
 mod grpc;
 mod http;
+mod http2;
 mod replica;
 
 use std::sync::Arc;
