@@ -8,7 +8,9 @@
 #   QUICK=1 bench/remote.sh         # 1 s windows, 1 round: checks the pipeline
 #
 # LOAD_CPU (1) is the CPU the load generator is pinned to; CONNECTIONS (1) the ingress's HTTP/2
-# connections to the pod. Ports 18300-18304. Servers share the machine's cores.
+# connections to the pod. Ports 18300-18304. Servers share the machine's cores, so the report
+# also gives each process's CPU per request (from /proc, around each run) and the throughput
+# ratio those costs allow when the cores are saturated.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,9 +39,14 @@ deployments:
     max_ongoing_requests: 1024
 YAML
 $BENCH floor --port 18300 2>"$WORK/floor.log" & PIDS+=($!)
+FLOOR=$!
 target/release/ferroserve serve --config "$WORK/pod.yaml" --http_port 18301 --grpc_port 18302 2>"$WORK/pod.log" & PIDS+=($!)
+POD=$!
 sleep 1
 target/release/ferroserve serve --config "$WORK/ingress.yaml" --http_port 18303 --grpc_port 18304 2>"$WORK/ingress.log" & PIDS+=($!)
+INGRESS=$!
+# CPU time (clock ticks, user + system) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for _ in $(seq 100); do
     curl -sf localhost:18303/v2/models/clf/ready >/dev/null && break
     sleep 0.1
@@ -51,9 +58,12 @@ for round in $(seq "$ROUNDS"); do
         for target in floor:18300:identity direct:18302:identity remote:18304:clf; do
             IFS=: read -r name port model <<<"$target"
             echo "round $round, c=$c, $name" >&2
+            before=("$(ticks $FLOOR)" "$(ticks $POD)" "$(ticks $INGRESS)")
             taskset -c "$LOAD_CPU" $BENCH load --mode grpc --url "http://127.0.0.1:$port" --model "$model" \
                 --elements 16 --concurrency "$c" --window "$WINDOW" --max-windows 6 \
                 >"$WORK/$name-$c-$round.json" 2>>"$WORK/load.log"
+            echo "{\"floor\": $(($(ticks $FLOOR) - before[0])), \"pod\": $(($(ticks $POD) - before[1])), \"ingress\": $(($(ticks $INGRESS) - before[2])), \"hz\": $(getconf CLK_TCK)}" \
+                >"$WORK/$name-$c-$round.ticks"
         done
     done
 done

@@ -1,6 +1,9 @@
 """The report of bench/remote.sh: per concurrency, the median over rounds of throughput and
 p50/p99 for the gRPC floor, the model pod served directly, and the same pod through an
-ingress's remote deployment; the p50 the remote hop adds and the throughput ratio.
+ingress's remote deployment; the p50 the remote hop adds and the throughput ratio. A second
+table gives each process's CPU per request (load generator, pod, ingress) and the throughput
+ratio those costs allow on saturated cores: (client + pod) direct over (client + pod +
+ingress) remote.
 
     python3 bench/remote/report.py WORK_DIR "1 16 64"
 """
@@ -13,11 +16,23 @@ import sys
 
 
 def runs(work: str, name: str, c: str) -> list:
+    """Each round's result, with the servers' CPU ticks under "ticks" where recorded."""
     out = []
     for path in sorted(glob.glob(os.path.join(work, f"{name}-{c}-*.json"))):
         with open(path) as f:
-            out.append(json.load(f))
+            result = json.load(f)
+        ticks = path[: -len(".json")] + ".ticks"
+        if os.path.exists(ticks):
+            with open(ticks) as f:
+                result["ticks"] = json.load(f)
+        out.append(result)
     return out
+
+
+def cpu_ms(result: dict, process: str) -> float:
+    """A server process's CPU milliseconds per request in one run."""
+    t = result["ticks"]
+    return t[process] * 1000 / t["hz"] / max(result["total_requests"], 1)
 
 
 def median(results: list, key) -> float:
@@ -44,6 +59,23 @@ def main() -> None:
             + (f" errors: {errors}" if errors else "")
         )
     print(f"\n({len(runs(work, 'remote', concurrencies[0]))} rounds; medians)")
+
+    print("\nCPU per request (ms, medians over rounds):\n")
+    print("| c | direct: client | direct: pod | remote: client | remote: pod | remote: ingress | ratio the CPU allows |")
+    print("|---|---|---|---|---|---|---|")
+    for c in concurrencies:
+        direct, remote = runs(work, "direct", c), runs(work, "remote", c)
+        if not direct or not remote or not all("ticks" in x for x in direct + remote):
+            continue
+        client = lambda x: x["client_cpu"]["ms_per_request"]
+        d_client, d_pod = median(direct, client), median(direct, lambda x: cpu_ms(x, "pod"))
+        r_client, r_pod = median(remote, client), median(remote, lambda x: cpu_ms(x, "pod"))
+        r_ingress = median(remote, lambda x: cpu_ms(x, "ingress"))
+        bound = (d_client + d_pod) / (r_client + r_pod + r_ingress)
+        print(
+            f"| {c} | {d_client:.3f} | {d_pod:.3f} | {r_client:.3f} | {r_pod:.3f} | "
+            f"{r_ingress:.3f} | {bound:.2f} |"
+        )
 
 
 if __name__ == "__main__":
