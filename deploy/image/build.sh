@@ -4,8 +4,9 @@
 #   2. pip in that tree installs the ferroserve wheel (binary and Python package), and ONNX
 #      Runtime's shared library comes from the onnxruntime wheel on PyPI;
 #   3. rootfs.py keeps only what runs (no dpkg, apt or perl) and adds the user `ferroserve`;
-#   4. umoci makes it an OCI image (entrypoint `ferroserve serve`, uid 1000, ports 8080/8081),
-#      and skopeo writes it as an OCI archive and as a Docker archive.
+#   4. umoci makes it an OCI image (entrypoint `tini -- ferroserve serve`: tini is PID 1 and
+#      reaps orphaned processes; uid 1000, ports 8080/8081), and skopeo writes it as an OCI
+#      archive and as a Docker archive.
 #
 #   deploy/image/build.sh [WHEEL]     # default: the newest target/wheels/ferroserve-*.whl
 #
@@ -22,7 +23,7 @@ work="$root/target/image"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 suite=bookworm
 ort_version=1.23.2
-packages=python3,python3-numpy,python3-pip
+packages=python3,python3-numpy,python3-pip,tini
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 wheel="${1:-$(ls -t "$root"/target/wheels/ferroserve-*.whl 2>/dev/null | head -n1)}"
@@ -68,7 +69,8 @@ ort_library="/usr/local/lib/libonnxruntime.so.$ort_version"
 # 3. The image's files.
 rootfs="$work/rootfs"
 # libstdc++6: ONNX Runtime's library needs it (numpy does not).
-python3 "$here/rootfs.py" "$tree" "$rootfs" python3 python3-numpy libstdc++6 base-files >"$work/packages.txt"
+# tini: PID 1, which reaps the orphans a model's subprocesses leave when their worker dies.
+python3 "$here/rootfs.py" "$tree" "$rootfs" python3 python3-numpy libstdc++6 base-files tini >"$work/packages.txt"
 
 # 4. The OCI image and its archives.
 layout="$work/oci"
@@ -79,6 +81,7 @@ umoci unpack --image "$layout:$version" "$work/bundle" >/dev/null
 cp -a "$rootfs/." "$work/bundle/rootfs/"
 umoci repack --image "$layout:$version" "$work/bundle" >/dev/null
 umoci config --image "$layout:$version" \
+    --config.entrypoint tini --config.entrypoint=-- \
     --config.entrypoint ferroserve --config.entrypoint serve \
     --config.user 1000:1000 --config.workingdir /home/ferroserve \
     --config.env PATH=/usr/local/bin:/usr/bin:/bin \

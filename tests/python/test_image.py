@@ -1,7 +1,7 @@
 """The container image (deploy/image/build.sh): its archives pass skopeo's inspection with the
 configuration KServe needs, and Docker runs it as a container that serves a Python example and
 an ONNX model repository from /mnt/models to a client outside it, then stops on SIGTERM with
-exit code 0.
+exit code 0. Its PID 1 reaps orphaned processes, so none is left a zombie.
 
 The image is $FERROSERVE_IMAGE, the OCI archive (scripts/test.sh builds it); the Docker
 archive beside it is what `docker load` takes."""
@@ -47,7 +47,7 @@ def test_the_archives_pass_skopeos_inspection_with_the_contract(tag):
         config = json.loads(run("skopeo", "inspect", "--config", transport))
         assert config["os"] == "linux" and config["architecture"] == "amd64"
         c = config["config"]
-        assert c["Entrypoint"] == ["ferroserve", "serve"]
+        assert c["Entrypoint"] == ["tini", "--", "ferroserve", "serve"]
         assert c["User"] == "1000:1000", "the image runs as a user, not root"
         assert set(c["ExposedPorts"]) == {"8080/tcp", "8081/tcp"}
         assert any(e.startswith("ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so") for e in c["Env"])
@@ -93,6 +93,10 @@ class Container:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
+    def exec_python(self, code: str) -> str:
+        """Runs Python code in the container (as its user) and returns what it printed."""
+        return run("docker", "exec", self.name, "python3", "-c", code)
+
     def stop(self) -> int:
         """SIGTERM (docker stop), and the exit code."""
         run("docker", "stop", "-t", "20", self.name, timeout=60)
@@ -129,6 +133,41 @@ def test_an_onnx_repository_serves_from_the_container(tag, tmp_path):
         assert container.post("/v2/models/add_five/infer", body)["outputs"][0]["data"] == [6, 7, 8, 9]
         index = container.post("/v2/repository/index", {})
         assert {m["name"] for m in index} == {"add_five", "simple"}
+        assert container.stop() == 0, container.logs()
+    finally:
+        container.remove()
+
+
+# Forks a child that outlives its parent by a moment: the child is orphaned, handed to the
+# container's PID 1, and left a zombie when it exits unless PID 1 reaps it. This is what a
+# model's subprocesses become when their worker is killed.
+ORPHAN = "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\nos._exit(0)\n"
+
+ZOMBIES = """
+import os
+zombies = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        zombies.append(stat.split(")")[0] + ")")
+print(zombies)
+"""
+
+
+def test_orphaned_processes_are_reaped_not_left_as_zombies(tag):
+    example = REPO_ROOT / "examples/python/numpy_v2_model.py"
+    container = Container(tag, {example: "/mnt/models/model.py"}, ["--model_name=affine", "--model_dir=/mnt/models"])
+    try:
+        container.wait_ready("/v2/models/affine/ready")
+        for _ in range(3):
+            container.exec_python(ORPHAN)
+        time.sleep(1.5)
+        assert container.exec_python(ZOMBIES).strip() == "[]", container.logs()
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]}
+        assert container.post("/v2/models/affine/infer", body)["outputs"][0]["data"] == [3.0, 5.0]
         assert container.stop() == 0, container.logs()
     finally:
         container.remove()
