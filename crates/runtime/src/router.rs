@@ -254,9 +254,12 @@ impl Router {
     /// within the same deadline; a request that was sent is never retried.
     pub(crate) async fn call(
         &self,
-        payload: Payload,
+        mut payload: Payload,
         ctx: RequestContext,
     ) -> Result<Prediction, InferError> {
+        if !self.inner.limits.load().mapped_inputs {
+            copy_mapped_inputs(&mut payload)?;
+        }
         let retry = self
             .inner
             .limits
@@ -486,5 +489,114 @@ impl RouterInner {
                 permit.release_quietly();
             }
         }
+    }
+}
+
+/// Replaces inputs that are a client's mapped shared memory with copies read by `pread`, for
+/// a deployment that does not take mapped inputs. Whether a request's inputs are mapped is
+/// decided when it is decoded, from the deployment its name pointed to then; if that
+/// deployment has since been replaced by one of another kind (a repository reload), this keeps
+/// the server from reading a mapping the client may shrink (a crash), at the price of the copy
+/// it would have made. One atomic load per input while no client region is mapped.
+fn copy_mapped_inputs(payload: &mut Payload) -> Result<(), InferError> {
+    let Payload::V2(request) = payload else {
+        return Ok(());
+    };
+    for input in &mut request.inputs {
+        if let Some(mapped) = ferroserve_shm::mapped::find(&input.data) {
+            input.data = mapped.read().map_err(|e| {
+                InferError::InvalidInput(format!(
+                    "input '{}' in shared memory '{}': {e}",
+                    input.name,
+                    mapped.key()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use ferroserve_protocol::v2::InferRequest;
+    use ferroserve_protocol::{DataType, Tensor};
+    use ferroserve_shm::ClientRegion;
+
+    use super::*;
+
+    /// A client's shared-memory object in /dev/shm, removed on drop.
+    struct Object(String);
+
+    impl Object {
+        fn new(bytes: &[u8]) -> Object {
+            let key = format!(
+                "ferroserve-router-test-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            );
+            let mut f = File::create(Object::path(&key)).expect("create");
+            f.write_all(bytes).expect("write");
+            Object(key)
+        }
+
+        fn path(key: &str) -> PathBuf {
+            PathBuf::from("/dev/shm").join(key)
+        }
+
+        fn shrink(&self) {
+            File::options()
+                .write(true)
+                .open(Object::path(&self.0))
+                .and_then(|f| f.set_len(0))
+                .expect("shrink");
+        }
+    }
+
+    impl Drop for Object {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(Object::path(&self.0));
+        }
+    }
+
+    fn request(data: Bytes) -> Payload {
+        let input = Tensor::new("x", DataType::Fp32, vec![2], data).expect("tensor");
+        Payload::V2(InferRequest {
+            inputs: vec![input],
+            ..InferRequest::default()
+        })
+    }
+
+    fn input(payload: &Payload) -> &Bytes {
+        match payload {
+            Payload::V2(r) => &r.inputs[0].data,
+            Payload::V1(_) => unreachable!("a V2 request"),
+        }
+    }
+
+    #[test]
+    fn mapped_inputs_become_copies_and_a_shrunk_object_is_bad_input_not_a_crash() {
+        let content = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let object = Object::new(&content);
+        let region = Arc::new(ClientRegion::open(&object.0, 0, 8).expect("open"));
+
+        let mut payload = request(region.map(0, 8).expect("map"));
+        assert!(ferroserve_shm::mapped::find(input(&payload)).is_some());
+        copy_mapped_inputs(&mut payload).expect("copied");
+        assert_eq!(input(&payload).as_ref(), content);
+        assert!(
+            ferroserve_shm::mapped::find(input(&payload)).is_none(),
+            "the input is a copy now, not the mapping"
+        );
+
+        let mut payload = request(region.map(0, 8).expect("map"));
+        object.shrink();
+        let error = copy_mapped_inputs(&mut payload).expect_err("the object shrank");
+        assert!(matches!(error, InferError::InvalidInput(_)), "{error:?}");
+        assert!(error.to_string().contains("input 'x'"), "{error}");
     }
 }
