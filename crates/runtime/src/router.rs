@@ -518,50 +518,14 @@ fn copy_mapped_inputs(payload: &mut Payload) -> Result<(), InferError> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::File;
-    use std::io::Write;
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use ferroserve_protocol::v2::InferRequest;
     use ferroserve_protocol::{DataType, Tensor};
     use ferroserve_shm::ClientRegion;
+    use ferroserve_shm::testing::TestObject;
 
     use super::*;
-
-    /// A client's shared-memory object in /dev/shm, removed on drop.
-    struct Object(String);
-
-    impl Object {
-        fn new(bytes: &[u8]) -> Object {
-            let key = format!(
-                "ferroserve-router-test-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            );
-            let mut f = File::create(Object::path(&key)).expect("create");
-            f.write_all(bytes).expect("write");
-            Object(key)
-        }
-
-        fn path(key: &str) -> PathBuf {
-            PathBuf::from("/dev/shm").join(key)
-        }
-
-        fn shrink(&self) {
-            File::options()
-                .write(true)
-                .open(Object::path(&self.0))
-                .and_then(|f| f.set_len(0))
-                .expect("shrink");
-        }
-    }
-
-    impl Drop for Object {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(Object::path(&self.0));
-        }
-    }
 
     fn request(data: Bytes) -> Payload {
         let input = Tensor::new("x", DataType::Fp32, vec![2], data).expect("tensor");
@@ -581,8 +545,8 @@ mod tests {
     #[test]
     fn mapped_inputs_become_copies_and_a_shrunk_object_is_bad_input_not_a_crash() {
         let content = [1u8, 2, 3, 4, 5, 6, 7, 8];
-        let object = Object::new(&content);
-        let region = Arc::new(ClientRegion::open(&object.0, 0, 8).expect("open"));
+        let object = TestObject::with_bytes(&content);
+        let region = Arc::new(ClientRegion::open(object.key(), 0, 8).expect("open"));
 
         let mut payload = request(region.map(0, 8).expect("map"));
         assert!(ferroserve_shm::mapped::find(input(&payload)).is_some());
@@ -594,7 +558,7 @@ mod tests {
         );
 
         let mut payload = request(region.map(0, 8).expect("map"));
-        object.shrink();
+        object.shrink(0);
         let error = copy_mapped_inputs(&mut payload).expect_err("the object shrank");
         assert!(matches!(error, InferError::InvalidInput(_)), "{error:?}");
         assert!(error.to_string().contains("input 'x'"), "{error}");

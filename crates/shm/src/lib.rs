@@ -19,6 +19,8 @@ mod error;
 mod free_list;
 pub mod mapped;
 mod region;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use arena::Arena;
 pub use error::ShmError;

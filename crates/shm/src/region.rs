@@ -18,7 +18,7 @@ use crate::ShmError;
 use crate::mapped::Mapping;
 
 /// Where POSIX shared-memory objects live on Linux.
-const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
 
 /// A registered region: see the module documentation.
 #[derive(Debug)]
@@ -203,53 +203,19 @@ impl ClientRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A shared-memory object of `len` bytes, removed when dropped.
-    struct Object(String);
-
-    impl Object {
-        fn new(len: u64) -> Object {
-            let name = format!("ferroserve-test-{}-{}", std::process::id(), fastrand_like());
-            let f = File::create(std::path::Path::new(SHM_DIR).join(&name)).unwrap();
-            f.set_len(len).unwrap();
-            Object(name)
-        }
-
-        /// Truncates the object to `len` bytes, as a client may at any time.
-        fn shrink(&self, len: u64) {
-            File::options()
-                .write(true)
-                .open(std::path::Path::new(SHM_DIR).join(&self.0))
-                .unwrap()
-                .set_len(len)
-                .unwrap();
-        }
-    }
-
-    impl Drop for Object {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(std::path::Path::new(SHM_DIR).join(&self.0));
-        }
-    }
-
-    fn fastrand_like() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    }
+    use crate::testing::TestObject as Object;
 
     #[test]
     fn reads_and_writes_stay_inside_the_registered_range() {
         let obj = Object::new(64);
-        let key = format!("/{}", obj.0);
+        let key = format!("/{}", obj.key());
         let region = ClientRegion::open(&key, 16, 32).unwrap();
         region.write(0, &[b"abc", b"def"]).unwrap();
         assert_eq!(&region.read(2, 3).unwrap()[..], b"cde");
         assert!(region.read(30, 4).is_err(), "past the region's end");
         assert!(region.write(31, &[b"xy"]).is_err());
         assert!(region.read(u64::MAX, 2).is_err());
-        let raw = std::fs::read(std::path::Path::new(SHM_DIR).join(&obj.0)).unwrap();
+        let raw = std::fs::read(obj.path()).unwrap();
         assert_eq!(
             &raw[16..22],
             b"abcdef",
@@ -260,9 +226,9 @@ mod tests {
     #[test]
     fn regions_beyond_the_object_and_bad_keys_are_refused() {
         let obj = Object::new(64);
-        assert!(ClientRegion::open(&obj.0, 0, 65).is_err());
-        assert!(ClientRegion::open(&obj.0, 60, 8).is_err());
-        assert!(ClientRegion::open(&obj.0, u64::MAX, 2).is_err());
+        assert!(ClientRegion::open(obj.key(), 0, 65).is_err());
+        assert!(ClientRegion::open(obj.key(), 60, 8).is_err());
+        assert!(ClientRegion::open(obj.key(), u64::MAX, 2).is_err());
         for key in [
             "",
             "/",
@@ -278,12 +244,12 @@ mod tests {
     #[test]
     fn mapped_bytes_are_found_with_their_object_and_offset() {
         let obj = Object::new(3 * 4096);
-        let region = Arc::new(ClientRegion::open(&obj.0, 4100, 8000).unwrap());
+        let region = Arc::new(ClientRegion::open(obj.key(), 4100, 8000).unwrap());
         region.write(10, &[b"mapped"]).unwrap();
         let bytes = region.map(10, 6).unwrap();
         assert_eq!(&bytes[..], b"mapped", "no shrink here, so reading is fine");
         let found = crate::mapped::find(&bytes[1..4]).expect("a slice of mapped bytes is found");
-        assert_eq!(found.key(), obj.0);
+        assert_eq!(found.key(), obj.key());
         assert_eq!(found.object_offset(), 4100 + 11);
         assert_eq!(found.len(), 3);
         assert_eq!(found.identity(), region.identity());
@@ -307,7 +273,7 @@ mod tests {
     #[test]
     fn mapping_a_shrunk_object_is_an_error() {
         let obj = Object::new(64);
-        let region = Arc::new(ClientRegion::open(&obj.0, 0, 64).unwrap());
+        let region = Arc::new(ClientRegion::open(obj.key(), 0, 64).unwrap());
         obj.shrink(8);
         assert!(region.map(0, 64).is_err());
         assert_eq!(
@@ -320,7 +286,7 @@ mod tests {
     #[test]
     fn a_shrunk_object_is_an_error_not_a_crash() {
         let obj = Object::new(64);
-        let region = ClientRegion::open(&obj.0, 0, 64).unwrap();
+        let region = ClientRegion::open(obj.key(), 0, 64).unwrap();
         obj.shrink(8);
         assert!(region.read(0, 64).is_err());
     }
