@@ -56,8 +56,11 @@ class DeploymentResponse:
     """The answer of a `.remote()` call, on its way. Await it (in async code) or call
     `.result()` (in a sync handler on a thread); pass it to another `.remote()` to chain calls."""
 
-    def __init__(self, coro, channel):
-        if _on_loop(channel):
+    def __init__(self, coro, channel, started=None):
+        if started is not None:  # a call already sent from the loop: the future of its answer
+            self._task = started
+            self._future = None
+        elif _on_loop(channel):
             self._task = channel.loop.create_task(coro)
             self._future = None
         else:  # a sync handler, on its own thread
@@ -144,7 +147,13 @@ class DeploymentHandle:
         if self._method is None:
             if len(args) != 1 or kwargs:
                 raise TypeError("remote() takes one payload; use handle.method_name.remote(...) for methods")
-            work = self._call(channel, args[0], parent)
+            payload = args[0]
+            if self._timeout_s is None and not isinstance(payload, DeploymentResponse) and _on_loop(channel):
+                # The common case: sent now, its answer a future (no task per call).
+                started = channel.start_call(self.deployment_name, payload, parent)
+                if started is not None:
+                    return DeploymentResponse(None, channel, started)
+            work = self._call(channel, payload, parent)
         else:
             work = self._call_method(channel, args, kwargs, parent)
         return DeploymentResponse(work, channel)

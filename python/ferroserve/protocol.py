@@ -4,6 +4,7 @@ A frame is `u32 LE header length | u64 LE payload length | header | payload`: th
 UTF-8 JSON with a `type` (and an `id` pairing requests and replies); the payload holds raw
 tensor bytes at the offsets the header gives. See ARCHITECTURE.md for the message types."""
 
+import asyncio
 import json
 import struct
 
@@ -34,14 +35,85 @@ _PREFIX = struct.Struct("<IQ")
 _JOIN_LIMIT = 64 * 1024
 
 
-async def read_frame(reader):
-    """Reads one frame: `(header dict, payload)`, the payload a memoryview of a bytearray, so
-    that the input arrays made on it are writable (as kserve's are: models modify them in
-    place). Raises `asyncio.IncompleteReadError` at end of stream."""
-    header_len, payload_len = _PREFIX.unpack(await reader.readexactly(_PREFIX.size))
-    body = memoryview(await reader.readexactly(header_len + payload_len))
-    # StreamReader only hands out bytes: one copy of the payload makes it writable.
-    return _loads(body[:header_len]), memoryview(bytearray(body[header_len:]))
+class FrameChannel(asyncio.Protocol):
+    """The worker's end of the socket as an asyncio protocol: frames are cut out of the bytes
+    as they arrive and handed to `on_frame(header, payload)` in order, in the loop's own read
+    callback (no task, no future per frame). Frames that arrive before `on_frame` is set wait
+    for it. The payload is a memoryview of a bytearray of its own, so that the input arrays
+    made on it are writable (as kserve's are: models modify them in place). Writes go straight
+    to the transport (`write_frame(channel.transport, ...)`); `drain()` waits while the
+    transport's buffer is over its high-water mark. `closed` completes when the socket closes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.transport = None
+        self.closed = loop.create_future()
+        self._on_frame = None
+        self._early = []  # frames that came before on_frame was set
+        self._buffer = bytearray()
+        self._resumed = None  # a future while writing is paused
+
+    def set_on_frame(self, on_frame) -> None:
+        """Starts handing frames to `on_frame`, first those that already arrived."""
+        self._on_frame = on_frame
+        early, self._early = self._early, []
+        for header, payload in early:
+            on_frame(header, payload)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        buf = self._buffer
+        buf += data
+        pos, size = 0, len(buf)
+        prefix = _PREFIX.size
+        while size - pos >= prefix:
+            header_len, payload_len = _PREFIX.unpack_from(buf, pos)
+            start = pos + prefix + header_len
+            end = start + payload_len
+            if end > size:
+                break
+            header = _loads(bytes(buf[pos + prefix : start]))
+            payload = memoryview(buf[start:end])  # a bytearray slice: a copy of its own
+            pos = end
+            if self._on_frame is None:
+                self._early.append((header, payload))
+            else:
+                self._on_frame(header, payload)
+        if pos:
+            del buf[:pos]
+
+    def eof_received(self):
+        return False  # close the transport
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake_writers()
+
+    def pause_writing(self):
+        if self._resumed is None:
+            self._resumed = self.closed.get_loop().create_future()
+
+    def resume_writing(self):
+        self._wake_writers()
+
+    def _wake_writers(self):
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the transport's buffer is full: writers should `await drain()`."""
+        return self._resumed is not None
+
+    async def drain(self) -> None:
+        """Returns once the transport takes more writes; `ConnectionError` once it is closed."""
+        if self._resumed is not None:
+            await asyncio.shield(self._resumed)
+        if self.closed.done():
+            raise ConnectionResetError("ferroserve closed the socket")
 
 
 def write_frame(writer, header, parts=()):

@@ -38,6 +38,9 @@ def _bf16_dtype():
 
 def to_np_dtype(datatype: str) -> np.dtype:
     """The numpy dtype of a V2 datatype (`object` for BYTES)."""
+    dtype = _DTYPES.get(datatype)
+    if dtype is not None:
+        return dtype
     datatype = datatype.upper()
     if datatype == "BYTES":
         return np.dtype(np.object_)
@@ -131,6 +134,15 @@ class InferInput:
     def data(self, data):
         self._data = data
         self._raw = None
+
+    @classmethod
+    def _from_wire(cls, name: str, shape: List[int], datatype: str, parameters, raw) -> "InferInput":
+        """An input as ferroserve sends it (its shape already ints, its datatype upper case)
+        on raw bytes, without the checks the public constructor makes."""
+        i = cls.__new__(cls)
+        i.name, i._shape, i._datatype, i._data, i._raw = name, shape, datatype, None, raw
+        i.parameters = parameters or {}
+        return i
 
     def set_raw(self, raw):
         """Sets the raw little-endian bytes of the tensor."""
@@ -275,6 +287,15 @@ class InferOutput:
         self.datatype = datatype.upper()
         self.data = data
         self.parameters = parameters or {}
+
+    @classmethod
+    def _from_wire(cls, name: str, shape: List[int], datatype: str, data, parameters) -> "InferOutput":
+        """An output as ferroserve sends it (its shape already ints, its datatype upper case),
+        without the checks the public constructor makes."""
+        o = cls.__new__(cls)
+        o.name, o.shape, o.datatype, o.data = name, shape, datatype, data
+        o.parameters = parameters or {}
+        return o
 
     def set_data_from_numpy(self, output_tensor: np.ndarray, binary_data: bool = True):
         """Sets the data (and shape) from a numpy array."""

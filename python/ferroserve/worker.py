@@ -27,7 +27,7 @@ from . import handle as _handles
 from . import batching as _batching
 from .deployment import Application
 from .loader import load_class
-from .protocol import read_frame, write_frame
+from .protocol import FrameChannel, write_frame
 from .errors import InvalidInput
 from .types import (
     InferInput,
@@ -129,22 +129,23 @@ def _request_from(header, payload, model_name, arena=None) -> InferRequest:
     view = payload if isinstance(payload, memoryview) else memoryview(payload)
     inputs = []
     for t in req["inputs"]:
-        i = InferInput(t["name"], t["shape"], t["datatype"], parameters=t.get("parameters") or {})
-        if t.get("region") == "in":
+        region = t.get("region")
+        if region is None:
+            raw = view[t["offset"] : t["offset"] + t["length"]]
+        elif region == "in":
             if arena is None:
                 raise RuntimeError(f"input {t['name']!r} is in shared memory but this worker has none")
-            i.set_raw(arena.input(t["offset"], t["length"]))
-        elif t.get("region") == "client":
-            i.set_raw(_client_memory.view(t["object"], t["offset"], t["length"]))
-        else:
-            i.set_raw(view[t["offset"] : t["offset"] + t["length"]])
-        inputs.append(i)
+            raw = arena.input(t["offset"], t["length"])
+        else:  # "client"
+            raw = _client_memory.view(t["object"], t["offset"], t["length"])
+        inputs.append(InferInput._from_wire(t["name"], t["shape"], t["datatype"], t.get("parameters"), raw))
+    outputs = req.get("outputs")
     return InferRequest(
         model_name,
         inputs,
         request_id=req.get("id"),
         parameters=req.get("parameters") or {},
-        request_outputs=[RequestedOutput(o["name"], o.get("parameters")) for o in req.get("outputs") or []],
+        request_outputs=[RequestedOutput(o["name"], o.get("parameters")) for o in outputs] if outputs else None,
     )
 
 
@@ -153,6 +154,9 @@ class OutputError(Exception):
     internal error (HTTP 500) of that request, whatever exception revealed it; never
     `InvalidInput`, as the request was not at fault."""
 
+
+#: The numpy dtype of each fixed-size V2 datatype but BF16, for the common output's fast path.
+_WIRE_DTYPES = {name: to_np_dtype(name) for name in "BOOL UINT8 UINT16 UINT32 UINT64 INT8 INT16 INT32 INT64 FP16 FP32 FP64".split()}
 
 _V2_DATATYPES = tuple("BOOL UINT8 UINT16 UINT32 UINT64 INT8 INT16 INT32 INT64 FP16 FP32 FP64 BF16 BYTES".split())
 
@@ -207,6 +211,15 @@ def _tensor_bytes(datatype, array):
 
 def _output(name, datatype, shape, data, params):
     """(header entry without offset, raw bytes) of one output, or `OutputError` naming it."""
+    if type(data) is np.ndarray and type(name) is str and not params and data.dtype is _WIRE_DTYPES.get(datatype):
+        # The common case, checked in full without the general path's conversions: a numpy
+        # array of exactly the declared type, its own shape (or none) declared. The header
+        # carries the array's own dimensions.
+        dims = list(data.shape)
+        if shape is None or (isinstance(shape, list) and shape == dims):
+            if not data.flags.c_contiguous:
+                data = np.ascontiguousarray(data)
+            return {"name": name, "datatype": datatype, "shape": dims, "parameters": {}}, memoryview(data).cast("B")
     if not isinstance(name, str):
         raise OutputError(f"output name {name!r} is not a string")
     try:
@@ -405,14 +418,29 @@ def _wire_request(request):
     return wire, parts
 
 
+def _call_frame(target, payload, parent):
+    """The `call` frame (header, parts) sending `payload` to deployment `target`."""
+    header = {"type": "call", "target": target, "parent": parent}
+    parts = ()
+    if isinstance(payload, InferRequest):
+        header["protocol"] = "v2"
+        header["request"], parts = _wire_request(payload)
+    elif isinstance(payload, (dict, list)):
+        header["protocol"] = "v1"
+        header["body"] = payload
+    else:
+        raise TypeError(f"a call takes a dict, a list or an InferRequest, not {type(payload).__name__}")
+    return header, parts
+
+
 def _response_from(response, payload):
     """A call's V2 answer as an `InferResponse` whose outputs are numpy views of the payload."""
     view = payload if isinstance(payload, memoryview) else memoryview(payload)
     outputs = []
     for t in response["outputs"]:
-        inp = InferInput(t["name"], t["shape"], t["datatype"])
-        inp.set_raw(view[t["offset"] : t["offset"] + t["length"]])
-        outputs.append(InferOutput(t["name"], t["shape"], t["datatype"], data=inp.as_numpy(), parameters=t.get("parameters") or {}))
+        name, shape, datatype = t["name"], t["shape"], t["datatype"]
+        data = InferInput._from_wire(name, shape, datatype, None, view[t["offset"] : t["offset"] + t["length"]]).as_numpy()
+        outputs.append(InferOutput._from_wire(name, shape, datatype, data, t.get("parameters")))
     return InferResponse(response.get("id"), response.get("model_name", ""), outputs, parameters=response.get("parameters") or {})
 
 
@@ -421,23 +449,24 @@ class Worker:
 
     Every `infer` gets exactly one answer: `result`, `error`, or `cancelled` when ferroserve
     cancelled it (the caller left) before it finished; ferroserve keeps the request's slot
-    until then. An async model runs requests as concurrent tasks, and a cancel cancels the
-    task. A sync model runs them one at a time, in order, on the event loop (as Ray Serve does
-    by default): before each one the worker takes in every frame that has arrived, so a cancel
-    drops a request that has not started, and health checks and reconfigures are answered
-    between requests. (ferroserve judges a sync worker that is computing healthy without
-    waiting for it.) With FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in the deployment's environment
+    until then. Frames are taken in by the socket's protocol (`FrameChannel`) in the loop's read
+    callback, and each is dispatched there (`on_frame`). An async model runs requests as
+    concurrent tasks, and a cancel cancels the task. A sync model runs them one at a time, in
+    order, on the event loop (as Ray Serve does by default), each in a callback of its own
+    scheduled after the frames that came with it were taken in, so a cancel drops a request
+    that has not started, and health checks and reconfigures are answered between requests.
+    (ferroserve judges a sync worker that is computing healthy without waiting for it.) With FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in the deployment's environment
     (Ray's RAY_SERVE_RUN_SYNC_IN_THREADPOOL), sync requests run on a thread of their own
     instead: the loop answers at once, and a sync handler may wait for a handle's call with
     `.result()`, at the cost of a thread hop per request (measured: half the throughput of a
     trivial model)."""
 
-    def __init__(self, model, name, reader, writer, arena=None):
+    def __init__(self, model, name, channel, arena=None):
         self.arena = arena  # the shared memory ferroserve gave this worker, if any
         self.model = model
         self.name = name
-        self.reader = reader
-        self.writer = writer
+        self.channel = channel  # the socket's FrameChannel
+        self.writer = channel.transport
         self.steps = _pipeline(model)
         self.concurrent = any(is_async for _, is_async in self.steps)
         self.batch_steps = _batch_steps(self.steps)
@@ -447,14 +476,23 @@ class Worker:
         self.executor = (
             ThreadPoolExecutor(1, thread_name_prefix="ferroserve-predict") if threadpool and not self.concurrent else None
         )
-        self.runner = None  # with the thread pool: the task running the backlog
+        self.runner = None  # sync model: the callback or task running the backlog, if any
         self.loop = None  # the event loop, set by `serve`
         self.calls = {}  # the model's calls to other deployments: id -> future of the answer
         self.next_call = 0
 
     async def send(self, header, parts=()):
         write_frame(self.writer, header, parts)
-        await self.writer.drain()
+        await self.channel.drain()
+
+    def send_now(self, header, parts=()) -> None:
+        """Writes an answer frame at once (from a callback): one whose header cannot be
+        encoded becomes an error answer, and a closed socket is ignored (the worker is about to
+        exit)."""
+        try:
+            write_frame(self.writer, header, parts)
+        except (TypeError, ValueError) as e:  # the answer's header cannot be encoded
+            write_frame(self.writer, *self._error(header["id"], e))
 
     def _input(self, header, payload):
         if header["protocol"] == "v2":
@@ -598,17 +636,74 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
             return self._error(header["id"], e)
 
-    async def run_next_sync(self):
-        """Runs the oldest request of a sync model's backlog: on the loop, or on the thread."""
-        _, (header, payload) = self.backlog.popitem(last=False)
+    def _kick(self) -> None:
+        """Schedules the next request of a sync model's backlog, unless one is running."""
+        if self.runner is not None or not self.backlog:
+            return
         if self.executor is not None:
-            answer = await self.loop.run_in_executor(self.executor, self._compute_sync, header, payload, self.loop)
+            self.runner = self.loop.create_task(self.run_backlog_on_thread())
+        elif self.channel.writing_paused:  # ferroserve is not reading: wait before computing more
+            self.runner = self.loop.create_task(self._after_drain())
         else:
-            _handles.current_request.set(header["id"])
-            try:
-                answer = await self._run_async(header, payload)
-            except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
-                answer = self._error(header["id"], e)
+            self.runner = self.loop.call_soon(self._run_next_inline)
+
+    async def _after_drain(self):
+        try:
+            await self.channel.drain()
+        except ConnectionError:
+            return
+        finally:
+            self.runner = None
+        self._kick()
+
+    def _run_next_inline(self):
+        """Runs the oldest request of a sync model's backlog in this callback, on the loop. A
+        handler that hands back an awaitable (or a batch or method frame) goes on in a task,
+        and the backlog waits for it."""
+        self.runner = None
+        if not self.backlog:
+            return
+        _, (header, payload) = self.backlog.popitem(last=False)
+        rid = header["id"]
+        _handles.current_request.set(rid)  # this callback's own context
+        try:
+            if header["type"] != "infer":
+                self.runner = self.loop.create_task(self._finish_sync(rid, self._run_async(header, payload)))
+                return
+            headers = header.get("headers") or {}
+            z = self._input(header, payload)
+            steps = self.steps
+            for k, (fn, _) in enumerate(steps):
+                z = fn(z, headers)
+                if inspect.isawaitable(z):  # a plain function that returned a coroutine
+                    rest = self._finish_steps(header, z, steps[k + 1 :], headers)
+                    self.runner = self.loop.create_task(self._finish_sync(rid, rest))
+                    return
+            answer = self._result(header, z)
+        except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
+            answer = self._error(rid, e)
+        self.send_now(*answer)
+        self._kick()
+
+    async def _finish_steps(self, header, z, steps, headers):
+        z = await z
+        return self._result(header, await _run_steps(steps, z, headers))
+
+    async def _finish_sync(self, rid, answer):
+        """Awaits the rest of a sync model's request, answers, then goes on with the backlog."""
+        try:
+            answer = await answer
+        except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
+            answer = self._error(rid, e)
+        finally:
+            self.runner = None
+        await self._send_answer(*answer)
+        self._kick()
+
+    async def run_next_sync(self):
+        """Runs the oldest request of a sync model's backlog on the predict thread."""
+        _, (header, payload) = self.backlog.popitem(last=False)
+        answer = await self.loop.run_in_executor(self.executor, self._compute_sync, header, payload, self.loop)
         await self._send_answer(*answer)
 
     async def run_backlog_on_thread(self):
@@ -622,28 +717,37 @@ class Worker:
         finally:
             self.runner = None
 
-    def _buffered(self) -> bool:
-        """Whether bytes of another frame are already in the reader's buffer."""
-        return bool(getattr(self.reader, "_buffer", None))
-
-    async def cancel(self, rid):
+    def cancel(self, rid):
         if self.concurrent:
             task = self.tasks.get(rid)
             if task:
                 task.cancel()  # the task answers `cancelled`
         elif self.backlog.pop(rid, None) is not None:
-            await self.send({"type": "cancelled", "id": rid})
+            self.send_now({"type": "cancelled", "id": rid})
         # Else it is running (it will answer) or already answered.
 
-    async def health(self, rid):
+    def health(self, rid):
+        """Answers a health check: at once, or from a task when `healthy()` is a coroutine."""
         try:
             healthy = getattr(self.model, "healthy", None)
-            ok = bool(await _maybe_await(healthy())) if healthy else True
+            ok = healthy() if healthy else True
+            if inspect.isawaitable(ok):
+                self.loop.create_task(self._health_later(rid, ok))
+                return
+            ok = bool(ok)
         except Exception:  # noqa: BLE001
             ok = False
-        await self.send({"type": "health", "id": rid, "ok": ok})
+        self.send_now({"type": "health", "id": rid, "ok": ok})
+
+    async def _health_later(self, rid, pending):
+        try:
+            ok = bool(await pending)
+        except Exception:  # noqa: BLE001
+            ok = False
+        await self._send_answer({"type": "health", "id": rid, "ok": ok}, ())
 
     async def reconfigure(self, rid, user_config):
+        """Runs the model's `reconfigure` hook; a sync model's backlog waits for it."""
         error = None
         try:
             hook = getattr(self.model, "reconfigure", None)
@@ -651,7 +755,11 @@ class Worker:
                 await _maybe_await(hook(user_config))
         except Exception as e:  # noqa: BLE001
             error = _error_message(e)
-        await self.send({"type": "reconfigured", "id": rid, "error": error})
+        finally:
+            if self.runner is asyncio.current_task():
+                self.runner = None
+        await self._send_answer({"type": "reconfigured", "id": rid, "error": error}, ())
+        self._kick()
 
     async def call_method(self, target, method, args, parent):
         """Calls method `method` of deployment `target` with pickled `args`; the unpickled
@@ -661,17 +769,32 @@ class Worker:
 
     async def call(self, target, payload, parent):
         """Sends one call to deployment `target` and waits for its answer (see `handle`)."""
-        header = {"type": "call", "target": target, "parent": parent}
-        parts = ()
-        if isinstance(payload, InferRequest):
-            header["protocol"] = "v2"
-            header["request"], parts = _wire_request(payload)
-        elif isinstance(payload, (dict, list)):
-            header["protocol"] = "v1"
-            header["body"] = payload
-        else:
-            raise TypeError(f"a call takes a dict, a list or an InferRequest, not {type(payload).__name__}")
-        return await self._exchange(header, parts)
+        return await self._exchange(*_call_frame(target, payload, parent))
+
+    def start_call(self, target, payload, parent):
+        """Sends one call to deployment `target` now, from the loop's thread, and returns the
+        future of its answer: no task of its own. Cancelling the future cancels the call. A
+        payload that cannot be sent fails the future, as an awaited call would. `None` while
+        the socket's buffer is full: the caller then takes the path that waits (`call`)."""
+        if self.channel.writing_paused:
+            return None
+        answer = self.loop.create_future()
+        try:
+            header, parts = _call_frame(target, payload, parent)
+            self.next_call += 1
+            cid = header["id"] = self.next_call
+            write_frame(self.writer, header, parts)
+        except Exception as e:  # noqa: BLE001 - raised where the call is awaited
+            answer.set_exception(e)
+            return answer
+        self.calls[cid] = answer
+        answer.add_done_callback(lambda _, cid=cid: self._call_done(cid))
+        return answer
+
+    def _call_done(self, cid):
+        """A started call's future is done: if nobody answered it, the caller stopped waiting."""
+        if self.calls.pop(cid, None) is not None:
+            write_frame(self.writer, {"type": "call_cancel", "id": cid})
 
     async def _exchange(self, header, parts):
         self.next_call += 1
@@ -704,45 +827,42 @@ class Worker:
         else:
             answer.set_result(header.get("body"))
 
+    def on_frame(self, header, payload):
+        """Dispatches one frame from ferroserve (called by the channel as frames arrive)."""
+        kind = header.get("type")
+        if kind in ("infer", "method", "batch"):
+            if self.concurrent:
+                self.tasks[header["id"]] = self.loop.create_task(self.infer_async(header, payload))
+            else:
+                self.backlog[header["id"]] = (header, payload)
+                self._kick()
+        elif kind == "free":
+            if self.arena is not None:
+                self.arena.release(header["offset"])
+        elif kind == "cancel":
+            self.cancel(header["id"])
+        elif kind in ("call_result", "call_error"):
+            self._answer_call(header, payload)
+        elif kind == "health":
+            self.health(header["id"])
+        elif kind == "reconfigure":
+            task = self.loop.create_task(self.reconfigure(header["id"], header.get("user_config")))
+            if not self.concurrent and self.runner is None:
+                self.runner = task  # the backlog waits for the hook
+            # (A sync request running meanwhile finishes first: the hook then runs between
+            # requests, as ferroserve sends no new request to a worker it reconfigures.)
+
     async def serve(self):
+        """Serves frames until ferroserve closes the socket."""
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         _handles._set_channel(self)
         _batching._notify = self._send_batch_config
         try:
-            while True:
-                if self.backlog and self.executor is None:
-                    # Take in what arrived while the last request ran (a cancel, a health
-                    # check) before starting the next one.
-                    await asyncio.sleep(0)
-                    if not self._buffered():
-                        await self.run_next_sync()
-                        continue
-                try:
-                    header, payload = await read_frame(self.reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return  # ferroserve closed the socket: stop
-                kind = header.get("type")
-                if kind in ("infer", "method", "batch"):
-                    if self.concurrent:
-                        self.tasks[header["id"]] = asyncio.ensure_future(self.infer_async(header, payload))
-                    else:
-                        self.backlog[header["id"]] = (header, payload)
-                        if self.executor is not None and self.runner is None:
-                            self.runner = asyncio.ensure_future(self.run_backlog_on_thread())
-                elif kind == "free":
-                    if self.arena is not None:
-                        self.arena.release(header["offset"])
-                elif kind == "cancel":
-                    await self.cancel(header["id"])
-                elif kind in ("call_result", "call_error"):
-                    self._answer_call(header, payload)
-                elif kind == "health":
-                    await self.health(header["id"])
-                elif kind == "reconfigure":
-                    await self.reconfigure(header["id"], header.get("user_config"))
+            self.channel.set_on_frame(self.on_frame)
+            await self.channel.closed
         finally:
-            if self.runner is not None:
+            if isinstance(self.runner, asyncio.Future):
                 self.runner.cancel()
             if self.executor is not None:
                 self.executor.shutdown(wait=False)
@@ -800,14 +920,17 @@ async def main(argv=None):
     args, _ = parser.parse_known_args(argv)
     _die_with_parent()
     arena = None
+    loop = asyncio.get_running_loop()
+    channel = FrameChannel(loop)
     if args.arena:
         # The arena's descriptor comes first on the socket, before any frame.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(args.socket)
         arena = _arena.receive(sock, args.arena)
-        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        await loop.create_unix_connection(lambda: channel, sock=sock)
     else:
-        reader, writer = await asyncio.open_unix_connection(args.socket, limit=1 << 20)
+        await loop.create_unix_connection(lambda: channel, args.socket)
+    writer = channel.transport
     try:
         target = load_class(args.target)
         if isinstance(target, Application):  # a deployment of a bound application
@@ -824,10 +947,10 @@ async def main(argv=None):
                 await _maybe_await(hook(json.loads(args.user_config)))
     except BaseException:  # noqa: BLE001 - report any failure, then exit
         write_frame(writer, {"type": "load_failed", "error": traceback.format_exc(limit=20)})
-        await writer.drain()
+        await channel.drain()
         writer.close()
         return 1
-    worker = Worker(model, args.name, reader, writer, arena)
+    worker = Worker(model, args.name, channel, arena)
     ready = {
         "type": "ready",
         "info": _info(model),
@@ -836,7 +959,7 @@ async def main(argv=None):
         "client_memory": True,
     }
     write_frame(writer, ready)
-    await writer.drain()
+    await channel.drain()
     await worker.serve()
     stop = getattr(model, "stop", None)
     if stop:

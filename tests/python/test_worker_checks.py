@@ -248,17 +248,32 @@ def test_info_keeps_valid_metadata_and_drops_invalid_with_a_warning(capsys):
     assert len(warning) == 1 and "get_output_types()" in warning[0] and "[-2]" in warning[0]
 
 
-def test_frame_payloads_give_writable_arrays():
-    async def read():
-        reader = asyncio.StreamReader()
-        header = b'{"type":"x"}'
-        reader.feed_data(struct.pack("<IQ", len(header), 8) + header + np.arange(2, dtype="<f4").tobytes())
-        return await protocol.read_frame(reader)
+def _frame(header: bytes, payload: bytes) -> bytes:
+    return struct.pack("<IQ", len(header), len(payload)) + header + payload
 
-    header, payload = asyncio.run(read())
-    arr = np.frombuffer(payload, dtype="<f4")
-    arr += 1
-    assert header == {"type": "x"} and arr.tolist() == [1.0, 2.0]
+
+def test_frames_are_cut_out_of_any_chunking_and_give_writable_arrays():
+    """Frames split across reads, several in one read, and frames that came before the worker
+    was ready all arrive whole and in order; a payload's arrays are writable."""
+    payload = np.arange(2, dtype="<f4").tobytes()
+    stream = _frame(b'{"type":"x","id":1}', payload) + _frame(b'{"type":"y","id":2}', b"") + _frame(b'{"type":"z","id":3}', payload)
+    for cut in range(1, len(stream)):
+        loop = asyncio.new_event_loop()
+        try:
+            channel = protocol.FrameChannel(loop)
+            got = []
+            channel.data_received(stream[:cut])
+            channel.set_on_frame(lambda h, p: got.append((h, p)))
+            for k in range(cut, len(stream), 7):  # the rest in small pieces
+                channel.data_received(stream[k : k + 7])
+        finally:
+            loop.close()
+        assert [h["id"] for h, _ in got] == [1, 2, 3], cut
+        assert [bytes(p) for _, p in got] == [payload, b"", payload]
+        arr = np.frombuffer(got[0][1], dtype="<f4")
+        arr += 1
+        assert arr.tolist() == [1.0, 2.0]
+        assert not channel._buffer, "nothing is left over once every frame arrived"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent check is Linux only")
