@@ -16,7 +16,7 @@ fn python(name: &str, class: &str, extra: &str) -> String {
 
 fn server(extra_double: &str) -> Server {
     Server::start(&format!(
-        "deployments:\n  - name: identity\n    model: identity\n{}{}{}{}{}",
+        "deployments:\n  - name: identity\n    model: identity\n{}{}{}{}{}{}",
         python("double", "Double", extra_double),
         python("ingress", "Ingress", "    request_timeout_s: 5\n"),
         // `.result()` needs the sync handler on a thread of its own, as in Ray.
@@ -24,6 +24,7 @@ fn server(extra_double: &str) -> Server {
             "runtime_env: {",
             "runtime_env: {env_vars: {FERROSERVE_RUN_SYNC_IN_THREADPOOL: \"1\"}, ",
         ),
+        python("forward", "SyncForwarder", ""),
         python("sleeper", "Sleeper", "    max_ongoing_requests: 16\n"),
         python("fan", "FanOut", "    request_timeout_s: 0.5\n"),
     ))
@@ -54,6 +55,30 @@ async fn python_calls_python_and_rust_with_chaining_fan_out_and_named_errors() {
         .post("/v1/models/sync-ingress:predict", json!({"x": 5}))
         .await;
     assert_eq!((status, body["x"].clone()), (200, json!(10)), "{body}");
+
+    // A sync handler on the loop returning the call's response unawaited, several requests at
+    // once: each gets its own answer.
+    let calls: Vec<_> = (0..6)
+        .map(|x| {
+            let url = s.url("/v1/models/forward:predict");
+            tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .body(json!({"x": x}).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<serde_json::Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    for (x, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!((status, body["x"].clone()), (200, json!(2 * x)), "{body}");
+    }
 
     // V2 through the Rust identity, then the Python double: tensors as raw bytes.
     let (status, body) = s

@@ -60,6 +60,14 @@ class SyncIngress(Model):
         return get_deployment_handle("double").remote(payload).result()
 
 
+class SyncForwarder(Model):
+    """A sync handler on the event loop that hands back `double`'s response unawaited: the
+    worker awaits it, and the sync backlog waits meanwhile."""
+
+    def predict(self, payload, headers=None):
+        return get_deployment_handle("double").remote(payload)
+
+
 class Sleeper(Model):
     """Async: waits `sleep` seconds."""
 
