@@ -546,6 +546,13 @@ class Worker:
             self.tasks.pop(rid, None)
         await self._send_answer(*answer)
 
+    def _cancelled_before_start(self, rid):
+        """An infer task is done. A task cancelled before its first step never ran
+        `infer_async` (nor its answer): it answers `cancelled` here, or ferroserve would keep
+        the request's slot for good. (A task that ran took itself out of `tasks`.)"""
+        if self.tasks.pop(rid, None) is not None:
+            self.send_now({"type": "cancelled", "id": rid})
+
     async def _run_async(self, header, payload):
         """The answer frame of an `infer` (the pipeline), a `batch` or a `method` frame."""
         if header["type"] == "batch":
@@ -832,7 +839,9 @@ class Worker:
         kind = header.get("type")
         if kind in ("infer", "method", "batch"):
             if self.concurrent:
-                self.tasks[header["id"]] = self.loop.create_task(self.infer_async(header, payload))
+                rid = header["id"]
+                task = self.tasks[rid] = self.loop.create_task(self.infer_async(header, payload))
+                task.add_done_callback(lambda _, rid=rid: self._cancelled_before_start(rid))
             else:
                 self.backlog[header["id"]] = (header, payload)
                 self._kick()

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import REPO_ROOT, Server, _free_port, _stop, ferroserve_bin
 from ferroserve import Model, protocol
-from ferroserve.worker import _info, construct
+from ferroserve.worker import Worker, _info, construct
 
 MODELS = REPO_ROOT / "tests/python/models/worker_checks.py"
 
@@ -274,6 +274,49 @@ def test_frames_are_cut_out_of_any_chunking_and_give_writable_arrays():
         arr += 1
         assert arr.tolist() == [1.0, 2.0]
         assert not channel._buffer, "nothing is left over once every frame arrived"
+
+
+class _Transport:
+    """A transport that keeps the headers of the frames written to it."""
+
+    def __init__(self):
+        self.headers = []
+
+    def write(self, data):
+        data = bytes(data)
+        header_len, _ = struct.unpack_from("<IQ", data)
+        self.headers.append(json.loads(data[12 : 12 + header_len]))
+
+    def writelines(self, parts):
+        self.write(b"".join(bytes(p) for p in parts))
+
+
+def test_an_async_request_cancelled_before_it_started_is_answered_cancelled():
+    """The cancel in the same read as its request (the client left at once) reaches the task
+    before its first step; the request must still get its one answer, or ferroserve keeps its
+    slot for good."""
+
+    class Slow(Model):
+        async def predict(self, payload, headers=None):
+            await asyncio.sleep(0.01)
+            return {"done": payload["n"]}
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        channel = protocol.FrameChannel(loop)
+        transport = _Transport()
+        channel.connection_made(transport)
+        worker = Worker(construct(Slow, "slow"), "slow", channel)
+        worker.loop = loop
+        worker.on_frame({"type": "infer", "id": 1, "protocol": "v1", "body": {"n": 1}}, memoryview(b""))
+        worker.on_frame({"type": "cancel", "id": 1}, memoryview(b""))  # before the task's first step
+        worker.on_frame({"type": "infer", "id": 2, "protocol": "v1", "body": {"n": 2}}, memoryview(b""))
+        await asyncio.sleep(0.1)
+        return transport.headers
+
+    answers = asyncio.run(run())
+    # One answer per request, none twice.
+    assert sorted((a["id"], a["type"]) for a in answers) == [(1, "cancelled"), (2, "result")], answers
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent check is Linux only")

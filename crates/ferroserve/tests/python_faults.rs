@@ -145,6 +145,55 @@ async fn a_request_that_times_out_on_an_async_model_costs_nothing_else() {
     assert_eq!(s.status().await["deployments"][0]["restarts"], 0);
 }
 
+/// Regression: a request of an async model cancelled before its task had started (the cancel
+/// came in the same read as the request: its client left at once) got no answer, so its slot
+/// stayed taken for good: capacity shrank with each one, and stopping waited out the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leaving_at_once_under_load_leave_no_slot_taken() {
+    let s = Server::start(&config(&[python_deployment(
+        "async",
+        "workers.py",
+        "AsyncSleep",
+        "    max_ongoing_requests: 8\n",
+    )]));
+    s.wait_ready(30).await;
+    let url = s.url("/v1/models/async:predict");
+    let leavers: Vec<_> = (0..16u64)
+        .map(|k| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let t0 = Instant::now();
+                let mut sent = 0;
+                while t0.elapsed() < Duration::from_millis(1500) {
+                    // Gone after 1 to 4 ms: before, while or after the worker takes it in.
+                    let _ = client
+                        .post(&url)
+                        .body(json!({"sleep": 0.002}).to_string())
+                        .timeout(Duration::from_micros(1000 + 750 * (k % 5) + sent % 7 * 100))
+                        .send()
+                        .await;
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for l in leavers {
+        sent += l.await.unwrap();
+    }
+    assert!(sent > 500, "the clients ran ({sent} requests)");
+    eventually(5, "every slot given back", || async {
+        s.status().await["deployments"][0]["ongoing_requests"] == 0
+    })
+    .await;
+    let (status, body) = s
+        .post("/v1/models/async:predict", json!({"sleep": 0}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Regression: health checks waited behind a long synchronous predict, so a busy, healthy
 /// replica failed them and was replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
