@@ -6,9 +6,12 @@ figure is what the extra boundaries alone cost before any frame is decoded or an
 
     python3 bench/compose/socket_floor.py [ROUNDS]       # 20000 by default
 
-It runs the ping-pong twice: against a blocking server (the cheapest a Python process can
-answer), and against an asyncio protocol on uvloop when uvloop is installed (what a ferroserve
-worker runs). The client is a blocking socket in this process; p50 and p99 in µs.
+It runs the ping-pong against a blocking server (the cheapest a Python process can answer),
+and against an asyncio protocol on uvloop when uvloop is installed (what a ferroserve worker
+runs), each twice: with both processes where the kernel puts them (on an idle machine, on two
+CPUs: each message wakes the other CPU), and with both pinned to one CPU (a message only
+switches processes). The difference is what waking another CPU costs on this machine. The
+client is a blocking socket in this process; p50 and p99 in µs.
 """
 
 from __future__ import annotations
@@ -84,19 +87,32 @@ def uvloop_server(path: str) -> None:
     uvloop.run(serve())
 
 
-def measure(server, rounds: int) -> tuple[float, float]:
+def connect(path: str) -> socket.socket:
+    """A connection to the server at `path`, once it listens (the file appears at bind)."""
+    deadline = time.monotonic() + 10
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start") from None
+            time.sleep(0.01)
+
+
+def measure(server, rounds: int, cpu: int | None = None) -> tuple[float, float]:
+    """p50 and p99 of `rounds` round trips; with `cpu`, client and server both on that CPU."""
+    placement = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})  # the server process inherits it
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "floor.sock")
         process = multiprocessing.Process(target=server, args=(path,), daemon=True)
         process.start()
         try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(path):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the server did not start")
-                time.sleep(0.01)
-            sock = socket.socket(socket.AF_UNIX)
-            sock.connect(path)
+            sock = connect(path)
             took = []
             for i in range(rounds):
                 message = frame({"type": "infer", "id": i})
@@ -109,6 +125,7 @@ def measure(server, rounds: int) -> tuple[float, float]:
         finally:
             process.terminate()
             process.join()
+            os.sched_setaffinity(0, placement)
     took.sort()
     return took[len(took) // 2] / 1000, took[int(len(took) * 0.99)] / 1000
 
@@ -122,9 +139,11 @@ def main() -> None:
         servers.append(("uvloop protocol", uvloop_server))
     except ImportError:
         print("(uvloop is not installed: only the blocking server)")
+    one_cpu = min(os.sched_getaffinity(0))
     for name, server in servers:
-        p50, p99 = measure(server, rounds)
-        print(f"{name:16} p50 {p50:6.1f} µs   p99 {p99:6.1f} µs   ({rounds} round trips)")
+        for where, cpu in (("as placed", None), (f"on CPU {one_cpu}", one_cpu)):
+            p50, p99 = measure(server, rounds, cpu)
+            print(f"{name:16} {where:10} p50 {p50:6.1f} µs   p99 {p99:6.1f} µs   ({rounds} round trips)")
 
 
 if __name__ == "__main__":
