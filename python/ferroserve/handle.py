@@ -56,16 +56,16 @@ class DeploymentResponse:
     """The answer of a `.remote()` call, on its way. Await it (in async code) or call
     `.result()` (in a sync handler on a thread); pass it to another `.remote()` to chain calls."""
 
-    def __init__(self, coro, channel, started=None):
-        if started is not None:  # a call already sent from the loop: the future of its answer
-            self._task = started
+    def __init__(self, work, channel):
+        if asyncio.isfuture(work):  # a call already sent from the loop: its answer
+            self._task = work
             self._future = None
         elif _on_loop(channel):
-            self._task = channel.loop.create_task(coro)
+            self._task = channel.loop.create_task(work)
             self._future = None
         else:  # a sync handler, on its own thread
             self._task = None
-            self._future = asyncio.run_coroutine_threadsafe(coro, channel.loop)
+            self._future = asyncio.run_coroutine_threadsafe(work, channel.loop)
 
     def __await__(self):
         if self._task is None:
@@ -152,7 +152,7 @@ class DeploymentHandle:
                 # The common case: sent now, its answer a future (no task per call).
                 started = channel.start_call(self.deployment_name, payload, parent)
                 if started is not None:
-                    return DeploymentResponse(None, channel, started)
+                    return DeploymentResponse(started, channel)
             work = self._call(channel, payload, parent)
         else:
             work = self._call_method(channel, args, kwargs, parent)

@@ -83,9 +83,6 @@ class FrameChannel(asyncio.Protocol):
         if pos:
             del buf[:pos]
 
-    def eof_received(self):
-        return False  # close the transport
-
     def connection_lost(self, exc):
         if not self.closed.done():
             self.closed.set_result(None)

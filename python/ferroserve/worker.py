@@ -35,6 +35,7 @@ from .types import (
     InferRequest,
     InferResponse,
     RequestedOutput,
+    _DTYPES,
     encode_bytes,
     from_np_dtype,
     to_np_dtype,
@@ -155,9 +156,6 @@ class OutputError(Exception):
     `InvalidInput`, as the request was not at fault."""
 
 
-#: The numpy dtype of each fixed-size V2 datatype but BF16, for the common output's fast path.
-_WIRE_DTYPES = {name: to_np_dtype(name) for name in "BOOL UINT8 UINT16 UINT32 UINT64 INT8 INT16 INT32 INT64 FP16 FP32 FP64".split()}
-
 _V2_DATATYPES = tuple("BOOL UINT8 UINT16 UINT32 UINT64 INT8 INT16 INT32 INT64 FP16 FP32 FP64 BF16 BYTES".split())
 
 
@@ -211,15 +209,14 @@ def _tensor_bytes(datatype, array):
 
 def _output(name, datatype, shape, data, params):
     """(header entry without offset, raw bytes) of one output, or `OutputError` naming it."""
-    if type(data) is np.ndarray and type(name) is str and not params and data.dtype is _WIRE_DTYPES.get(datatype):
+    fixed = _DTYPES.get(datatype) if type(datatype) is str else None  # (np.dtype(None) is float64)
+    if fixed is not None and type(data) is np.ndarray and type(name) is str and not params and data.dtype == fixed:
         # The common case, checked in full without the general path's conversions: a numpy
-        # array of exactly the declared type, its own shape (or none) declared. The header
-        # carries the array's own dimensions.
+        # array of exactly the declared fixed-size type, its own shape (or none) declared. The
+        # header carries the array's own dimensions.
         dims = list(data.shape)
         if shape is None or (isinstance(shape, list) and shape == dims):
-            if not data.flags.c_contiguous:
-                data = np.ascontiguousarray(data)
-            return {"name": name, "datatype": datatype, "shape": dims, "parameters": {}}, memoryview(data).cast("B")
+            return {"name": name, "datatype": datatype, "shape": dims, "parameters": {}}, _tensor_bytes(datatype, data)
     if not isinstance(name, str):
         raise OutputError(f"output name {name!r} is not a string")
     try:
@@ -455,9 +452,9 @@ class Worker:
     order, on the event loop (as Ray Serve does by default), each in a callback of its own
     scheduled after the frames that came with it were taken in, so a cancel drops a request
     that has not started, and health checks and reconfigures are answered between requests.
-    (ferroserve judges a sync worker that is computing healthy without waiting for it.) With FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in the deployment's environment
-    (Ray's RAY_SERVE_RUN_SYNC_IN_THREADPOOL), sync requests run on a thread of their own
-    instead: the loop answers at once, and a sync handler may wait for a handle's call with
+    (ferroserve judges a sync worker that is computing healthy without waiting for it.) With
+    FERROSERVE_RUN_SYNC_IN_THREADPOOL=1 in the deployment's environment (Ray's
+    RAY_SERVE_RUN_SYNC_IN_THREADPOOL), sync requests run on a thread of their own instead: the loop answers at once, and a sync handler may wait for a handle's call with
     `.result()`, at the cost of a thread hop per request (measured: half the throughput of a
     trivial model)."""
 
@@ -486,9 +483,8 @@ class Worker:
         await self.channel.drain()
 
     def send_now(self, header, parts=()) -> None:
-        """Writes an answer frame at once (from a callback): one whose header cannot be
-        encoded becomes an error answer, and a closed socket is ignored (the worker is about to
-        exit)."""
+        """Writes an answer frame at once (from a callback); one whose header cannot be
+        encoded becomes an error answer."""
         try:
             write_frame(self.writer, header, parts)
         except (TypeError, ValueError) as e:  # the answer's header cannot be encoded
@@ -513,10 +509,10 @@ class Worker:
         return {"type": "error", "id": rid, "kind": _error_kind(exc), "message": _error_message(exc)}, ()
 
     async def _send_answer(self, header, parts):
+        """`send_now`, then waits while the socket's buffer is full."""
+        self.send_now(header, parts)
         try:
-            await self.send(header, parts)
-        except (TypeError, ValueError) as e:  # the answer's header cannot be encoded
-            await self.send(*self._error(header["id"], e))
+            await self.channel.drain()
         except ConnectionError:
             pass  # ferroserve is gone; the worker is about to exit
 
@@ -534,22 +530,22 @@ class Worker:
         return {"type": "method_result", "id": rid}, (pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),)
 
     async def infer_async(self, header, payload):
+        """An async model's request, in its own task (`on_frame`). A cancel ends the task
+        without an answer from here: `_task_done` gives it."""
         rid = header["id"]
         _handles.current_request.set(rid)  # this task's own context
         try:
             answer = await self._run_async(header, payload)
-        except asyncio.CancelledError:
-            answer = {"type": "cancelled", "id": rid}, ()
         except Exception as e:  # noqa: BLE001 - every model error goes back to the caller
             answer = self._error(rid, e)
-        finally:
-            self.tasks.pop(rid, None)
+        del self.tasks[rid]  # answered from here on
         await self._send_answer(*answer)
 
-    def _cancelled_before_start(self, rid):
-        """An infer task is done. A task cancelled before its first step never ran
-        `infer_async` (nor its answer): it answers `cancelled` here, or ferroserve would keep
-        the request's slot for good. (A task that ran took itself out of `tasks`.)"""
+    def _task_done(self, rid):
+        """An infer task ended. One still in `tasks` did not answer: it was cancelled, while
+        running or before its first step (when the cancel came in the same read as its
+        request), and answers `cancelled` here; without an answer ferroserve would keep the
+        request's slot for good."""
         if self.tasks.pop(rid, None) is not None:
             self.send_now({"type": "cancelled", "id": rid})
 
@@ -728,27 +724,15 @@ class Worker:
         if self.concurrent:
             task = self.tasks.get(rid)
             if task:
-                task.cancel()  # the task answers `cancelled`
+                task.cancel()  # `_task_done` answers `cancelled`
         elif self.backlog.pop(rid, None) is not None:
             self.send_now({"type": "cancelled", "id": rid})
         # Else it is running (it will answer) or already answered.
 
-    def health(self, rid):
-        """Answers a health check: at once, or from a task when `healthy()` is a coroutine."""
+    async def health(self, rid):
         try:
             healthy = getattr(self.model, "healthy", None)
-            ok = healthy() if healthy else True
-            if inspect.isawaitable(ok):
-                self.loop.create_task(self._health_later(rid, ok))
-                return
-            ok = bool(ok)
-        except Exception:  # noqa: BLE001
-            ok = False
-        self.send_now({"type": "health", "id": rid, "ok": ok})
-
-    async def _health_later(self, rid, pending):
-        try:
-            ok = bool(await pending)
+            ok = bool(await _maybe_await(healthy())) if healthy else True
         except Exception:  # noqa: BLE001
             ok = False
         await self._send_answer({"type": "health", "id": rid, "ok": ok}, ())
@@ -780,43 +764,42 @@ class Worker:
 
     def start_call(self, target, payload, parent):
         """Sends one call to deployment `target` now, from the loop's thread, and returns the
-        future of its answer: no task of its own. Cancelling the future cancels the call. A
-        payload that cannot be sent fails the future, as an awaited call would. `None` while
-        the socket's buffer is full: the caller then takes the path that waits (`call`)."""
+        future of its answer: no task of its own. A payload that cannot be sent fails the
+        future, as an awaited call would. `None` while the socket's buffer is full: the caller
+        then takes the path that waits (`call`)."""
         if self.channel.writing_paused:
             return None
-        answer = self.loop.create_future()
         try:
-            header, parts = _call_frame(target, payload, parent)
-            self.next_call += 1
-            cid = header["id"] = self.next_call
-            write_frame(self.writer, header, parts)
+            return self._send_call(*_call_frame(target, payload, parent))
         except Exception as e:  # noqa: BLE001 - raised where the call is awaited
-            answer.set_exception(e)
-            return answer
-        self.calls[cid] = answer
+            failed = self.loop.create_future()
+            failed.set_exception(e)
+            return failed
+
+    def _send_call(self, header, parts):
+        """Writes a `call` frame under a new id; the future of its answer. Cancelling the
+        future (its awaiting task cancelled) sends `call_cancel`."""
+        self.next_call += 1
+        cid = header["id"] = self.next_call
+        write_frame(self.writer, header, parts)
+        answer = self.calls[cid] = self.loop.create_future()
         answer.add_done_callback(lambda _, cid=cid: self._call_done(cid))
         return answer
 
     def _call_done(self, cid):
-        """A started call's future is done: if nobody answered it, the caller stopped waiting."""
+        """A call's future is done: if nobody answered it, the caller stopped waiting."""
         if self.calls.pop(cid, None) is not None:
             write_frame(self.writer, {"type": "call_cancel", "id": cid})
 
     async def _exchange(self, header, parts):
-        self.next_call += 1
-        cid = header["id"] = self.next_call
-        answer = self.loop.create_future()
-        self.calls[cid] = answer
+        """`_send_call`, waiting while the socket's buffer is full, then for the answer."""
+        answer = self._send_call(header, parts)
         try:
-            await self.send(header, parts)
-            return await answer
-        except asyncio.CancelledError:
-            if self.calls.pop(cid, None) is not None:
-                write_frame(self.writer, {"type": "call_cancel", "id": cid})
+            await self.channel.drain()
+        except BaseException:
+            answer.cancel()
             raise
-        finally:
-            self.calls.pop(cid, None)
+        return await answer
 
     def _answer_call(self, header, payload):
         answer = self.calls.pop(header["id"], None)
@@ -841,7 +824,7 @@ class Worker:
             if self.concurrent:
                 rid = header["id"]
                 task = self.tasks[rid] = self.loop.create_task(self.infer_async(header, payload))
-                task.add_done_callback(lambda _, rid=rid: self._cancelled_before_start(rid))
+                task.add_done_callback(lambda _, rid=rid: self._task_done(rid))
             else:
                 self.backlog[header["id"]] = (header, payload)
                 self._kick()
@@ -853,7 +836,7 @@ class Worker:
         elif kind in ("call_result", "call_error"):
             self._answer_call(header, payload)
         elif kind == "health":
-            self.health(header["id"])
+            self.loop.create_task(self.health(header["id"]))
         elif kind == "reconfigure":
             task = self.loop.create_task(self.reconfigure(header["id"], header.get("user_config")))
             if not self.concurrent and self.runner is None:
