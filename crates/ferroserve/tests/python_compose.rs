@@ -59,21 +59,7 @@ async fn python_calls_python_and_rust_with_chaining_fan_out_and_named_errors() {
     // A sync handler on the loop returning the call's response unawaited, several requests at
     // once: each gets its own answer.
     let calls: Vec<_> = (0..6)
-        .map(|x| {
-            let url = s.url("/v1/models/forward:predict");
-            tokio::spawn(async move {
-                let r = reqwest::Client::new()
-                    .post(url)
-                    .body(json!({"x": x}).to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                (
-                    r.status().as_u16(),
-                    r.json::<serde_json::Value>().await.unwrap(),
-                )
-            })
-        })
+        .map(|x| s.spawn_post("/v1/models/forward:predict", json!({"x": x}).to_string()))
         .collect();
     for (x, call) in calls.into_iter().enumerate() {
         let (status, body) = call.await.unwrap();
@@ -132,16 +118,7 @@ async fn python_calls_python_and_rust_with_chaining_fan_out_and_named_errors() {
 async fn inner_backpressure_reaches_the_client_as_a_503() {
     let s = server("    max_ongoing_requests: 1\n    max_queued_requests: 0\n");
     s.wait_ready(60).await;
-    let url = s.url("/v1/models/double:predict");
-    let busy = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .body(r#"{"sleep": 1.0}"#)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let busy = s.spawn_post("/v1/models/double:predict", r#"{"sleep": 1.0}"#);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = s.post("/v1/models/ingress:predict", json!({"x": 1})).await;
     assert_eq!(status, 503, "{body}");
@@ -149,7 +126,7 @@ async fn inner_backpressure_reaches_the_client_as_a_503() {
         body["error"].as_str().unwrap().contains("overloaded"),
         "{body}"
     );
-    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(busy.await.unwrap().0, 200);
 }
 
 fn app_graph() -> std::path::PathBuf {

@@ -266,21 +266,12 @@ async fn timeouts_on_a_busy_sync_worker_neither_overload_nor_kill_it() {
         assert!(r.is_err(), "the caller left");
     }
     let t0 = Instant::now();
-    let url = s.url("/v1/models/one:predict");
-    let fresh = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .body(r#"{"sleep": 0.05}"#)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let fresh = s.spawn_post("/v1/models/one:predict", r#"{"sleep": 0.05}"#);
     eventually(2, "the fresh request queued", || async {
         s.status().await["deployments"][0]["queued_requests"] == 1
     })
     .await;
-    assert_eq!(fresh.await.unwrap(), 200);
+    assert_eq!(fresh.await.unwrap().0, 200);
     assert!(
         t0.elapsed() < Duration::from_millis(2500),
         "waited {:?} behind abandoned requests",

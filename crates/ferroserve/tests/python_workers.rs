@@ -32,22 +32,11 @@ async fn sync_replicas_run_in_parallel_processes_and_async_ones_overlap() {
     s.wait_ready(30).await;
     let t0 = Instant::now();
     let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let url = s.url("/v1/models/blocking:predict");
-            tokio::spawn(async move {
-                let r = reqwest::Client::new()
-                    .post(url)
-                    .body(r#"{"sleep": 0.3}"#)
-                    .send()
-                    .await
-                    .unwrap();
-                r.json::<serde_json::Value>().await.unwrap()
-            })
-        })
+        .map(|_| s.spawn_post("/v1/models/blocking:predict", r#"{"sleep": 0.3}"#))
         .collect();
     let mut pids = std::collections::HashSet::new();
     for c in calls {
-        pids.insert(pid_of(&c.await.unwrap()));
+        pids.insert(pid_of(&c.await.unwrap().1));
     }
     assert_eq!(pids.len(), 2, "two worker processes");
     assert!(
@@ -58,21 +47,10 @@ async fn sync_replicas_run_in_parallel_processes_and_async_ones_overlap() {
 
     let t0 = Instant::now();
     let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let url = s.url("/v1/models/async:predict");
-            tokio::spawn(async move {
-                reqwest::Client::new()
-                    .post(url)
-                    .body(r#"{"sleep": 0.2}"#)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
+        .map(|_| s.spawn_post("/v1/models/async:predict", r#"{"sleep": 0.2}"#))
         .collect();
     for c in calls {
-        assert_eq!(c.await.unwrap(), 200);
+        assert_eq!(c.await.unwrap().0, 200);
     }
     assert!(
         t0.elapsed() < Duration::from_millis(500),

@@ -200,6 +200,28 @@ impl Server {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// POSTs a raw body in a task of its own (so that several run at once, or one runs while
+    /// the test goes on); the task answers status and JSON answer, and fails if the request
+    /// takes over 30 s.
+    pub fn spawn_post(
+        &self,
+        path: &str,
+        body: impl Into<String>,
+    ) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+        let (url, body) = (self.url(path), body.into());
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(30),
+                reqwest::Client::new().post(url).body(body).send(),
+            )
+            .await
+            .expect("a request hung")
+            .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        })
+    }
+
     /// SIGTERM, then the exit code.
     pub fn terminate(&mut self) -> i32 {
         signal(self.child.id(), "TERM");
