@@ -38,26 +38,24 @@ _JOIN_LIMIT = 64 * 1024
 class FrameChannel(asyncio.Protocol):
     """The worker's end of the socket as an asyncio protocol: frames are cut out of the bytes
     as they arrive and handed to `on_frame(header, payload)` in order, in the loop's own read
-    callback (no task, no future per frame). Frames that arrive before `on_frame` is set wait
-    for it. The payload is a memoryview of a bytearray of its own, so that the input arrays
-    made on it are writable (as kserve's are: models modify them in place). Writes go straight
+    callback (no task, no future per frame); the worker sets `on_frame` before it says `ready`,
+    and ferroserve sends nothing before that. The payload is a writable memoryview of memory of
+    its own, so that the input arrays made on it are writable (as kserve's are: models modify
+    them in place): the end of the read buffer itself when the frame ends the bytes read so far
+    (no copy), else a copy of its bytes. Writes go straight
     to the transport (`write_frame(channel.transport, ...)`); `drain()` waits while the
     transport's buffer is over its high-water mark. `closed` completes when the socket closes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.transport = None
         self.closed = loop.create_future()
-        self._on_frame = None
-        self._early = []  # frames that came before on_frame was set
+        self.on_frame = self._before_ready
         self._buffer = bytearray()
         self._resumed = None  # a future while writing is paused
 
-    def set_on_frame(self, on_frame) -> None:
-        """Starts handing frames to `on_frame`, first those that already arrived."""
-        self._on_frame = on_frame
-        early, self._early = self._early, []
-        for header, payload in early:
-            on_frame(header, payload)
+    @staticmethod
+    def _before_ready(header, payload):
+        raise RuntimeError(f"ferroserve sent a {header.get('type')!r} frame before the worker was ready")
 
     def connection_made(self, transport):
         self.transport = transport
@@ -74,13 +72,14 @@ class FrameChannel(asyncio.Protocol):
             if end > size:
                 break
             header = _loads(bytes(buf[pos + prefix : start]))
-            payload = memoryview(buf[start:end])  # a bytearray slice: a copy of its own
-            pos = end
-            if self._on_frame is None:
-                self._early.append((header, payload))
+            if end == size:  # the last bytes read: the buffer itself becomes the payload's
+                payload = memoryview(buf)[start:end]
+                self._buffer = bytearray()
             else:
-                self._on_frame(header, payload)
-        if pos:
+                payload = memoryview(buf[start:end])  # a bytearray slice: a copy of its own
+            pos = end
+            self.on_frame(header, payload)
+        if pos and self._buffer is buf:
             del buf[:pos]
 
     def connection_lost(self, exc):

@@ -844,14 +844,17 @@ class Worker:
             # (A sync request running meanwhile finishes first: the hook then runs between
             # requests, as ferroserve sends no new request to a worker it reconfigures.)
 
-    async def serve(self):
-        """Serves frames until ferroserve closes the socket."""
+    async def serve(self, ready):
+        """Takes frames, says `ready` (ferroserve sends none before it), and serves them until
+        ferroserve closes the socket."""
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         _handles._set_channel(self)
         _batching._notify = self._send_batch_config
+        self.channel.on_frame = self.on_frame
         try:
-            self.channel.set_on_frame(self.on_frame)
+            write_frame(self.writer, ready)
+            await self.channel.drain()
             await self.channel.closed
         finally:
             if isinstance(self.runner, asyncio.Future):
@@ -950,9 +953,7 @@ async def main(argv=None):
         "arena": arena is not None,
         "client_memory": True,
     }
-    write_frame(writer, ready)
-    await channel.drain()
-    await worker.serve()
+    await worker.serve(ready)
     stop = getattr(model, "stop", None)
     if stop:
         try:

@@ -253,8 +253,9 @@ def _frame(header: bytes, payload: bytes) -> bytes:
 
 
 def test_frames_are_cut_out_of_any_chunking_and_give_writable_arrays():
-    """Frames split across reads, several in one read, and frames that came before the worker
-    was ready all arrive whole and in order; a payload's arrays are writable."""
+    """Frames split across reads and several in one read all arrive whole and in order, each
+    payload its own memory (a payload handed over without a copy is not overwritten by what is
+    read next) whose arrays are writable; a frame before the worker is ready is refused."""
     payload = np.arange(2, dtype="<f4").tobytes()
     stream = _frame(b'{"type":"x","id":1}', payload) + _frame(b'{"type":"y","id":2}', b"") + _frame(b'{"type":"z","id":3}', payload)
     for cut in range(1, len(stream)):
@@ -262,18 +263,26 @@ def test_frames_are_cut_out_of_any_chunking_and_give_writable_arrays():
         try:
             channel = protocol.FrameChannel(loop)
             got = []
-            channel.data_received(stream[:cut])
-            channel.set_on_frame(lambda h, p: got.append((h, p)))
-            for k in range(cut, len(stream), 7):  # the rest in small pieces
-                channel.data_received(stream[k : k + 7])
+            channel.on_frame = lambda h, p: got.append((h, p))
+            for piece in [stream[:cut]] + [stream[k : k + 7] for k in range(cut, len(stream), 7)]:
+                channel.data_received(piece)
         finally:
             loop.close()
         assert [h["id"] for h, _ in got] == [1, 2, 3], cut
-        assert [bytes(p) for _, p in got] == [payload, b"", payload]
-        arr = np.frombuffer(got[0][1], dtype="<f4")
-        arr += 1
-        assert arr.tolist() == [1.0, 2.0]
+        assert [bytes(p) for _, p in got] == [payload, b"", payload], cut
+        for _, p in got:
+            if len(p):
+                arr = np.frombuffer(p, dtype="<f4")
+                arr += 1
+                assert arr.tolist() == [1.0, 2.0]
         assert not channel._buffer, "nothing is left over once every frame arrived"
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="'x' frame before the worker was ready"):
+            protocol.FrameChannel(loop).data_received(stream)
+    finally:
+        loop.close()
 
 
 class _Transport:
