@@ -478,10 +478,6 @@ class Worker:
         self.calls = {}  # the model's calls to other deployments: id -> future of the answer
         self.next_call = 0
 
-    async def send(self, header, parts=()):
-        write_frame(self.writer, header, parts)
-        await self.channel.drain()
-
     def send_now(self, header, parts=()) -> None:
         """Writes an answer frame at once (from a callback); one whose header cannot be
         encoded becomes an error answer."""
